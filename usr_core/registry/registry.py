@@ -1,0 +1,229 @@
+"""registry.yaml: load, canonical form, hashes, register / ensure, freeze files (R1-R14)."""
+from __future__ import annotations
+
+import copy
+import hashlib
+from pathlib import Path
+
+import yaml
+
+from ..contract import STATE_COLUMNS, STATE_DESCRIPTION, STATE_NS, STATE_OWNER
+from ..errors import SchemaError
+from ..layout import check_namespace_name, registry_lock_path, registry_path
+from ..storage.atomic import write_bytes
+from ..storage.locks import file_lock
+from .types import canonicalize_type_string, parse_type
+
+Registry = dict  # {ns: {"columns": [{"name", "type"}], "owner": str|None, "description": str|None}}
+
+
+def state_entry() -> dict:
+    return {"columns": [{"name": n, "type": t} for n, t in STATE_COLUMNS],
+            "owner": STATE_OWNER, "description": STATE_DESCRIPTION}
+
+
+def _check_columns(ns: str, columns, *, canonicalize: bool) -> list[dict]:
+    if not isinstance(columns, list):
+        raise SchemaError(f"Registry namespace {ns!r}: 'columns' must be a list.",
+                          hint="Write columns as a YAML list of {name, type} mappings.")
+    if not columns:
+        raise SchemaError(f"Namespace {ns!r} has no columns.", hint="Give at least one <ns>__<field>:<type> column.")
+    out, seen = [], set()
+    for col in columns:
+        if not isinstance(col, dict) or "name" not in col or "type" not in col:
+            raise SchemaError(f"Registry namespace {ns!r}: every column needs 'name' and 'type'.",
+                              hint="Write each column as {name: <ns>__<field>, type: <type>}.")
+        name, typ = str(col["name"]), str(col["type"])
+        prefix = f"{ns}__"
+        if not name.startswith(prefix) or len(name) == len(prefix):
+            raise SchemaError(f"Column {name!r} of namespace {ns!r} must be named {prefix}<field>.",
+                              hint=f"Rename it to {prefix}<field> with a non-empty field.")
+        if name in seen:
+            raise SchemaError(f"Column {name!r} appears twice in namespace {ns!r}.", hint="Column names must be unique.")
+        seen.add(name)
+        typ = canonicalize_type_string(typ) if canonicalize else (parse_type(typ) and typ)
+        out.append({"name": name, "type": typ})
+    return out
+
+
+def _check_state(entry: dict) -> None:
+    want = {n: t for n, t in STATE_COLUMNS}
+    have = {c["name"]: c["type"] for c in entry["columns"]}
+    missing = [n for n in want if n not in have]
+    extra = [n for n in have if n not in want]
+    mismatched = [n for n in want if n in have and canonicalize_type_string(have[n]) != want[n]]
+    order_ok = [c["name"] for c in entry["columns"]] == list(want)
+    if missing or extra or mismatched or not order_ok:
+        raise SchemaError(
+            f"Reserved namespace usr_state is non-standard: missing={missing} extra={extra} mismatched={mismatched}.",
+            hint="usr_state must hold exactly the five usr_state__ columns of the contract, in order.")
+
+
+def parse_registry(data, source: str = "registry.yaml") -> Registry:
+    if not isinstance(data, dict) or not isinstance(data.get("namespaces"), dict):
+        raise SchemaError(f"{source}: expected a mapping with a 'namespaces' mapping.",
+                          hint="Start the file with 'namespaces:' followed by one mapping per namespace.")
+    reg: Registry = {}
+    for ns, entry in data["namespaces"].items():
+        ns = str(ns)
+        if not isinstance(entry, dict):
+            raise SchemaError(f"{source}: namespace {ns!r} must be a mapping.",
+                              hint="Give each namespace 'columns', 'owner' and 'description'.")
+        if ns != STATE_NS:
+            check_namespace_name(ns)
+        cols = _check_columns(ns, entry.get("columns"), canonicalize=False)
+        owner, desc = entry.get("owner"), entry.get("description")
+        reg[ns] = {"columns": cols, "owner": None if owner is None else str(owner),
+                   "description": None if desc is None else str(desc)}
+    if STATE_NS not in reg:
+        raise SchemaError(f"{source}: reserved namespace usr_state is missing: missing={[n for n, _ in STATE_COLUMNS]}",
+                          hint="Register any namespace with USR to add it, or copy it from the contract.")
+    _check_state(reg[STATE_NS])
+    return reg
+
+
+def load_registry(root, required: bool = True) -> Registry | None:
+    path = registry_path(Path(root))
+    if not path.is_file():
+        if required:
+            raise SchemaError(f"Registry required: {path} not found.",
+                              hint="Create it with `usr namespace register NAME --columns ...`.")
+        return None
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise SchemaError(f"{path} is not valid YAML: {exc}", hint="Fix the YAML syntax.") from exc
+    return parse_registry(data, str(path))
+
+
+def canonical_bytes(reg: Registry) -> bytes:
+    """R8: the canonical serialisation (also the form registry.yaml is written in)."""
+    payload = {"namespaces": {ns: {"owner": e["owner"], "description": e["description"],
+                                   "columns": [{"name": c["name"], "type": c["type"]} for c in e["columns"]]}
+                              for ns, e in reg.items()}}
+    return yaml.safe_dump(payload, sort_keys=True).encode("utf-8")
+
+
+def hash_registry(reg: Registry) -> str:
+    return hashlib.sha256(canonical_bytes(reg)).hexdigest()
+
+
+def registry_hash(root) -> str | None:
+    reg = load_registry(root, required=False)
+    return None if reg is None else hash_registry(reg)
+
+
+def namespace_contract_hash(entries: Registry, ns: str) -> str:
+    """R9: sha256 of safe_dump({namespace, columns}, sort_keys=True)."""
+    if ns not in entries:
+        raise SchemaError(f"Namespace {ns!r} is not registered.", hint="Register it with `usr namespace register`.")
+    cols = [{"name": c["name"], "type": c["type"]} for c in entries[ns]["columns"]]
+    text = yaml.safe_dump({"namespace": ns, "columns": cols}, sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def save_registry(root, reg: Registry) -> None:
+    root = Path(root)
+    write_bytes(registry_path(root), canonical_bytes(reg), label="registry")
+
+
+def _mutate(root, change) -> Registry:
+    """Run change(reg) under the registry lock (A5) and write atomically if it reports a change."""
+    root = Path(root)
+    if not root.is_dir():
+        raise SchemaError(f"Root {root} is not a directory.", hint="Create the root directory first.")
+    with file_lock(registry_lock_path(root), what="registry lock"):
+        reg = load_registry(root, required=False) or {}
+        new = copy.deepcopy(reg)
+        changed = change(new)
+        if STATE_NS not in new:
+            new = {**new, STATE_NS: state_entry()}
+            changed = True
+        if changed:
+            parse_registry({"namespaces": copy.deepcopy(new)})  # validate before writing
+            save_registry(root, new)
+        return new
+
+
+def register_namespace(root, namespace: str, columns, owner=None, description=None, overwrite: bool = False) -> Registry:
+    """R10."""
+    if namespace == STATE_NS:
+        cols = _check_columns(namespace, columns if isinstance(columns, list) else parse_columns(columns),
+                              canonicalize=True)
+        _check_state({"columns": cols})
+    else:
+        check_namespace_name(namespace)
+    if isinstance(columns, str):
+        columns = parse_columns(columns)
+    cols = _check_columns(namespace, list(columns or []), canonicalize=True)
+
+    def change(reg: Registry) -> bool:
+        if namespace in reg and not overwrite:
+            raise SchemaError(f"Namespace {namespace!r} already registered. Use --overwrite to replace it.",
+                              hint="Pass overwrite=True / --overwrite.")
+        reg[namespace] = {"columns": cols, "owner": owner, "description": description}
+        return True
+
+    return _mutate(root, change)
+
+
+def ensure_registry_entries(root, entries: dict) -> Registry:
+    """R11: additive, idempotent; entries = {ns: {"columns": [...] or spec, "owner", "description"}}."""
+    prepared = {}
+    for ns, entry in entries.items():
+        if ns != STATE_NS:
+            check_namespace_name(ns)
+        cols = entry.get("columns", [])
+        cols = parse_columns(cols) if isinstance(cols, str) else cols
+        prepared[ns] = (_check_columns(ns, list(cols), canonicalize=True), entry.get("owner"), entry.get("description"))
+
+    def change(reg: Registry) -> bool:
+        changed = False
+        for ns, (cols, owner, desc) in prepared.items():
+            cur = reg.get(ns)
+            if cur is None:
+                reg[ns] = {"columns": cols, "owner": owner, "description": desc}
+                changed = True
+                continue
+            have = {c["name"]: c["type"] for c in cur["columns"]}
+            for c in cols:
+                if c["name"] in have:
+                    if canonicalize_type_string(have[c["name"]]) != c["type"]:
+                        raise SchemaError(
+                            f"Type conflict for {c['name']}: registered {have[c['name']]}, requested {c['type']}.",
+                            hint="Register a new column name or overwrite the namespace explicitly.")
+                else:
+                    cur["columns"].append(c)
+                    changed = True
+            if cur["owner"] is None and owner is not None:
+                cur["owner"] = owner
+                changed = True
+            if cur["description"] is None and desc is not None:
+                cur["description"] = desc
+                changed = True
+        return changed
+
+    return _mutate(root, change)
+
+
+def parse_columns(spec: str) -> list[dict]:
+    from .types import parse_columns_spec
+
+    return parse_columns_spec(spec)
+
+
+def column_types(reg: Registry, ns: str) -> dict[str, str]:
+    return {c["name"]: c["type"] for c in reg[ns]["columns"]}
+
+
+def write_freeze_file(freeze_path: Path, reg: Registry) -> bool:
+    """R13: write the frozen registry if absent; returns True when written."""
+    if freeze_path.exists():
+        return False
+    write_bytes(freeze_path, canonical_bytes(reg), label="freeze")
+    return True
+
+
+def load_frozen(freeze_path: Path) -> Registry:
+    data = yaml.safe_load(freeze_path.read_text(encoding="utf-8"))
+    return parse_registry(data, str(freeze_path))
