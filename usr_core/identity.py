@@ -18,15 +18,15 @@ def normalize_sequence(seq) -> str:
 
 
 def compute_id(bio_type: str, sequence: str) -> str:
-    """S4: hex(SHA1(UTF8(bio_type + '|' + sequence_norm)))."""
-    return hashlib.sha1(f"{bio_type}|{normalize_sequence(sequence)}".encode("utf-8")).hexdigest()
+    """S4: hex(SHA1(UTF8(bio_type + '|' + sequence_norm))), bio_type trimmed (S3)."""
+    bt = "" if bio_type is None else str(bio_type).strip()
+    return hashlib.sha1(f"{bt}|{normalize_sequence(sequence)}".encode("utf-8")).hexdigest()
 
 
 def compute_ids(bio_types: pa.Array, sequences: pa.Array) -> pa.Array:
-    """Vectorised-input S4: one sha1 per row (no vectorised sha1 exists)."""
-    joined = pc.binary_join_element_wise(bio_types, sequences, "|")
-    sha1 = hashlib.sha1
-    return pa.array([sha1(s.encode("utf-8")).hexdigest() for s in joined.to_pylist()], pa.string())
+    """Vectorised-input S4, same normalisation as compute_id (no vectorised sha1 exists)."""
+    return pa.array([compute_id(b, s) for b, s in zip(bio_types.to_pylist(), sequences.to_pylist())],
+                    pa.string())
 
 
 def validate_bio_type(bio_type) -> str:
@@ -67,14 +67,21 @@ def check_columns(bio_types: pa.Array, alphabets: pa.Array, sequences: pa.Array)
         raise SchemaError(f"Empty or missing sequence at rows {_samples(empty_seq)}.",
                           hint="Remove those rows or fill in the sequence.")
     for bt in pc.unique(bio_types).to_pylist():
-        validate_bio_type(bt)
+        try:
+            validate_bio_type(bt)
+        except SchemaError as exc:
+            rows = _samples(pc.is_null(bio_types) if bt is None else pc.equal(bio_types, bt))
+            raise SchemaError(f"{str(exc).rstrip('.')} at rows {rows}.", hint=exc.hint) from None
     pairs = pa.Table.from_arrays([bio_types, alphabets], ["b", "a"]).group_by(["b", "a"]).aggregate([])
     for bt, al in zip(pairs["b"].to_pylist(), pairs["a"].to_pylist()):
-        validate_alphabet(bt, al)
-        letters = ALPHABETS[bt][al]
+        sel = pc.and_kleene(pc.equal(bio_types, bt), pc.is_null(alphabets) if al is None else pc.equal(alphabets, al))
+        try:  # raw values select rows; trimmed ones name the alphabet
+            nbt, nal = validate_bio_type(bt), validate_alphabet(bt, al)
+        except AlphabetError as exc:
+            raise AlphabetError(f"{str(exc).rstrip('.')} at rows {_samples(sel)}.", hint=exc.hint) from None
+        letters = ALPHABETS[nbt][nal]
         pattern = f"^[{letters}{letters.lower()}]+$"
-        sel = pc.and_(pc.equal(bio_types, bt), pc.equal(alphabets, al))
         bad = pc.and_(sel, pc.invert(pc.match_substring_regex(sequences, pattern)))
         if pc.any(bad).as_py():
-            raise AlphabetError(f"invalid characters for {al} at {_samples(bad, sequences)}",
-                                hint=f"{al} allows only {letters} (either case).")
+            raise AlphabetError(f"invalid characters for {nal} at {_samples(bad, sequences)}",
+                                hint=f"{nal} allows only {letters} (either case).")

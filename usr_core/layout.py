@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .errors import NamespaceError, SequencesError
 
-NAMESPACE_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+NAMESPACE_RE = re.compile(r"^[a-z][a-z0-9_]*\Z")  # \Z: "$" would accept a trailing newline
 PART_GLOB = "part-*.parquet"
 
 

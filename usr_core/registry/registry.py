@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from ..contract import STATE_COLUMNS, STATE_DESCRIPTION, STATE_NS, STATE_OWNER
-from ..errors import SchemaError
+from ..errors import NamespaceError, SchemaError
 from ..layout import check_namespace_name, registry_lock_path, registry_path
 from ..storage.atomic import write_bytes
 from ..storage.locks import file_lock
@@ -70,7 +70,10 @@ def parse_registry(data, source: str = "registry.yaml") -> Registry:
             raise SchemaError(f"{source}: namespace {ns!r} must be a mapping.",
                               hint="Give each namespace 'columns', 'owner' and 'description'.")
         if ns != STATE_NS:
-            check_namespace_name(ns)
+            try:
+                check_namespace_name(ns)
+            except NamespaceError as exc:  # R1: every load error is a SchemaError
+                raise SchemaError(f"{source}: {exc}", hint=exc.hint) from None
         cols = _check_columns(ns, entry.get("columns"), canonicalize=False)
         owner, desc = entry.get("owner"), entry.get("description")
         reg[ns] = {"columns": cols, "owner": None if owner is None else str(owner),
@@ -145,6 +148,13 @@ def _mutate(root, change) -> Registry:
         return new
 
 
+def _new_entry(ns: str, cols: list, owner, description) -> dict:
+    if ns == STATE_NS:  # R3: the reserved entry's owner/description default to the contract's
+        owner = STATE_OWNER if owner is None else owner
+        description = STATE_DESCRIPTION if description is None else description
+    return {"columns": cols, "owner": owner, "description": description}
+
+
 def register_namespace(root, namespace: str, columns, owner=None, description=None, overwrite: bool = False) -> Registry:
     """R10."""
     if namespace == STATE_NS:
@@ -161,7 +171,7 @@ def register_namespace(root, namespace: str, columns, owner=None, description=No
         if namespace in reg and not overwrite:
             raise SchemaError(f"Namespace {namespace!r} already registered. Use --overwrite to replace it.",
                               hint="Pass overwrite=True / --overwrite.")
-        reg[namespace] = {"columns": cols, "owner": owner, "description": description}
+        reg[namespace] = _new_entry(namespace, cols, owner, description)
         return True
 
     return _mutate(root, change)
@@ -182,7 +192,7 @@ def ensure_registry_entries(root, entries: dict) -> Registry:
         for ns, (cols, owner, desc) in prepared.items():
             cur = reg.get(ns)
             if cur is None:
-                reg[ns] = {"columns": cols, "owner": owner, "description": desc}
+                reg[ns] = _new_entry(ns, cols, owner, desc)
                 changed = True
                 continue
             have = {c["name"]: c["type"] for c in cur["columns"]}

@@ -58,7 +58,7 @@ def parse_type(text: str) -> pa.DataType:
                 raise SchemaError(f"Unsupported type {text!r}: struct fields are name:type.", hint=_HINT)
             fields.append(pa.field(name.strip(), parse_type(typ)))
         return pa.struct(fields)
-    m = re.fullmatch(r"timestamp\[\s*([a-z]+)\s*(?:,\s*(.+?)\s*)?\]", s)
+    m = re.fullmatch(r"timestamp\[\s*([a-z]+)\s*(?:,\s*(\S(?:.*?\S)?)\s*)?\]", s)
     if m and m.group(1) in _UNITS:
         return pa.timestamp(m.group(1), tz=m.group(2))
     raise SchemaError(f"Unsupported type {text!r}.", hint=_HINT)
@@ -75,7 +75,7 @@ def canonical_type(dt: pa.DataType) -> str:
         return f"fixed_size_list<{canonical_type(dt.value_type)}>[{dt.list_size}]"
     if pa.types.is_list(dt) or pa.types.is_large_list(dt) or pa.types.is_list_view(dt):
         return f"list<{canonical_type(dt.value_type)}>"
-    if pa.types.is_struct(dt):
+    if pa.types.is_struct(dt) and dt.num_fields:
         inner = ",".join(f"{dt.field(i).name}:{canonical_type(dt.field(i).type)}" for i in range(dt.num_fields))
         return f"struct<{inner}>"
     if pa.types.is_timestamp(dt):

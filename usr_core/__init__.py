@@ -1,0 +1,29 @@
+"""USR core: the universal sequence records dataset contract (library)."""
+from .contract import (ARROW_SCHEMA, ID_HASH_SPEC, MUTATION_RESERVED_NAMESPACES, REQUIRED_COLUMNS,
+                       RESERVED_NAMESPACES, SCHEMA_VERSION, USR_EVENT_VERSION)
+from .dataset import Dataset, DatasetInfo, Manifest, OverlayInfo
+from .errors import (AlphabetError, DuplicateIDError, LockTimeoutError, NamespaceError, SchemaError, SequencesError,
+                     ValidationError)
+from .identity import compute_id, normalize_sequence, validate_alphabet, validate_bio_type
+from .layout import discover_datasets, normalize_dataset_id
+from .records import AddSequencesResult
+from .registry.registry import (ensure_registry_entries, load_registry, namespace_contract_hash, register_namespace,
+                                registry_hash)
+from .registry.types import parse_columns_spec
+
+
+def merge(root, dest, src, **kwargs):
+    """X9: merge dataset `src` into `dest` under `root`."""
+    from .maintenance.merge import merge as _merge
+
+    return _merge(root, dest, src, **kwargs)
+
+
+__all__ = [
+    "ARROW_SCHEMA", "ID_HASH_SPEC", "MUTATION_RESERVED_NAMESPACES", "REQUIRED_COLUMNS", "RESERVED_NAMESPACES",
+    "SCHEMA_VERSION", "USR_EVENT_VERSION", "Dataset", "DatasetInfo", "Manifest", "OverlayInfo", "AlphabetError",
+    "DuplicateIDError", "LockTimeoutError", "NamespaceError", "SchemaError", "SequencesError", "ValidationError",
+    "compute_id", "normalize_sequence", "validate_alphabet", "validate_bio_type", "discover_datasets",
+    "normalize_dataset_id", "AddSequencesResult", "ensure_registry_entries", "load_registry",
+    "namespace_contract_hash", "register_namespace", "registry_hash", "parse_columns_spec", "merge",
+]

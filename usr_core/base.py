@@ -1,0 +1,103 @@
+"""Base-table rewrites (S9, M1, L6) and auto-freeze (R13, R14)."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .contract import (ARROW_SCHEMA, ID_HASH_SPEC, META_DATASET_CREATED_AT, META_ID_HASH, META_REGISTRY_HASH,
+                       META_SCHEMA_VERSION, PARQUET_COMPRESSION, SCHEMA_VERSION, SNAPSHOTS_KEPT, snapshot_stamp, ts)
+from .errors import SchemaError, SequencesError
+from .layout import DatasetPaths
+from .overlays.files import file_metadata
+from .registry.registry import Registry, hash_registry, load_registry, write_freeze_file
+from .storage.atomic import atomic_path, crash_point, fsync_dir
+
+
+def base_metadata(paths: DatasetPaths) -> dict[str, str]:
+    return file_metadata(pq.read_schema(paths.records))
+
+
+def check_essentials(schema: pa.Schema, where) -> None:
+    """S9/V1: essential columns present with S1 types."""
+    for f in ARROW_SCHEMA:
+        idx = schema.get_field_index(f.name)
+        if idx < 0 or schema.field(idx).type != f.type:
+            got = "missing" if idx < 0 else str(schema.field(idx).type)
+            raise SchemaError(f"{where} has an incompatible schema: column {f.name} is {got}, expected {f.type}.",
+                              hint="The base table must hold every essential column with its contract type.")
+
+
+def m1_metadata(existing: dict[str, str], registry_hash: str | None, created_at: str | None = None) -> dict[str, str]:
+    meta = dict(existing)
+    meta[META_SCHEMA_VERSION] = SCHEMA_VERSION
+    meta[META_ID_HASH] = ID_HASH_SPEC
+    meta.setdefault(META_DATASET_CREATED_AT, created_at or ts())
+    if registry_hash:
+        meta[META_REGISTRY_HASH] = registry_hash
+    return meta
+
+
+def _prune_snapshots(paths: DatasetPaths) -> None:
+    snaps = sorted(paths.snapshots.glob("records-*.parquet"))
+    for old in snaps[:-SNAPSHOTS_KEPT]:
+        try:
+            old.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def rewrite_base(paths: DatasetPaths, schema: pa.Schema, batches: Callable[[], Iterator[pa.RecordBatch]],
+                 metadata: dict[str, str], label: str = "base") -> int:
+    """Write a new records.parquet: temp file, snapshot copy of the new content (L6), rename, prune."""
+    schema = schema.with_metadata({k.encode(): v.encode() for k, v in metadata.items()})
+    rows = 0
+    with atomic_path(paths.records, paths.records_tmp, label=label) as tmp:
+        with pq.ParquetWriter(tmp, schema, compression=PARQUET_COMPRESSION) as writer:
+            for batch in batches():
+                if batch.num_rows:
+                    writer.write_batch(batch.cast(schema.remove_metadata()) if batch.schema != schema else batch)
+                    rows += batch.num_rows
+        try:
+            paths.snapshots.mkdir(parents=True, exist_ok=True)
+            snap = paths.snapshots / f"records-{snapshot_stamp()}.parquet"
+            snap_tmp = snap.with_name(snap.name + ".tmp")
+            shutil.copyfile(tmp, snap_tmp)
+            with atomic_path(snap, snap_tmp, label=f"{label}-snapshot"):
+                pass
+        except OSError as exc:
+            raise SequencesError(f"Snapshot write failed: {exc}", hint="Check free space and permissions.") from exc
+        crash_point(f"{label}:after-snapshot")
+    _prune_snapshots(paths)
+    return rows
+
+
+def write_base_table(paths: DatasetPaths, table: pa.Table, metadata: dict[str, str], label: str = "base") -> int:
+    return rewrite_base(paths, table.schema.remove_metadata(), lambda: iter(table.to_batches(65536)), metadata, label)
+
+
+def restamp_base(paths: DatasetPaths, registry_hash: str) -> None:
+    pf = pq.ParquetFile(paths.records)
+    meta = m1_metadata(file_metadata(pf.schema_arrow), registry_hash)
+    rewrite_base(paths, pf.schema_arrow.remove_metadata(), lambda: pf.iter_batches(65536), meta, label="restamp")
+
+
+def auto_freeze(paths: DatasetPaths, reg: Registry | None = None, *, force_event: bool = False) -> tuple[dict, bool]:
+    """R14: freeze file for the current hash, restamp the base if its hash differs.
+
+    Returns (event args, changed).  The caller logs the event (auto=True) when changed.
+    """
+    reg = reg if reg is not None else load_registry(paths.root, required=True)
+    h = hash_registry(reg)
+    freeze = paths.freeze_file(h)
+    wrote = write_freeze_file(freeze, reg)
+    restamped = False
+    if paths.records.is_file():
+        if base_metadata(paths).get(META_REGISTRY_HASH) != h:
+            restamp_base(paths, h)
+            restamped = True
+    return {"registry_hash": h, "snapshot": str(freeze), "restamped": restamped}, (wrote or restamped)

@@ -1,0 +1,288 @@
+"""Read commands (C3): ls, info, schema, head, get, grep, export, validate, events tail."""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import re
+import time
+from collections import deque
+from pathlib import Path
+
+import click
+
+from ..layout import discover_datasets
+from .output import (emit_json, emit_mapping, emit_table, format_option, is_json, jsonable, status, table_columns,
+                     table_rows, use_rich)
+from .resolve import dataset, get_root, resolve_dataset
+
+ID_RE = re.compile(r"^[0-9a-f]{40}$")
+
+
+def _columns(value: str | None) -> list[str] | None:
+    if not value:
+        return None
+    cols = [c.strip() for c in value.split(",") if c.strip()]
+    return cols or None
+
+
+include_deleted_option = click.option("--include-deleted", is_flag=True,
+                                      help="Include tombstoned rows (and the usr__deleted* columns).")
+
+
+@click.command("ls")
+@format_option
+def ls_cmd(fmt: str) -> None:
+    """List datasets under the root (L3)."""
+    import pyarrow.parquet as pq
+
+    root = get_root()
+    rows = []
+    for ds_id in discover_datasets(root):
+        path = root / ds_id / "records.parquet"
+        md = pq.ParquetFile(path).metadata
+        st = path.stat()
+        rows.append({"dataset": ds_id, "rows": md.num_rows, "cols": len(md.schema.to_arrow_schema()),
+                     "size_bytes": st.st_size,
+                     "updated": _dt.datetime.fromtimestamp(st.st_mtime, _dt.timezone.utc)})
+    if is_json(fmt):
+        emit_json(rows)
+    elif not rows:
+        click.echo(f"No datasets under {root}.")
+    else:
+        emit_table(rows, ["dataset", "rows", "cols", "size_bytes", "updated"], fmt)
+
+
+@click.command("info")
+@click.argument("ds", required=False)
+@format_option
+def info_cmd(ds: str | None, fmt: str) -> None:
+    """Summary of a dataset: rows (incl. deleted), columns, namespaces."""
+    info = dataset(ds).info()
+    data = jsonable(info)
+    if is_json(fmt):
+        emit_json(data)
+    else:
+        emit_mapping(data, fmt, title=data.get("name"))
+
+
+def _type_name(dt) -> str:
+    from ..registry.types import canonical_type
+
+    try:
+        return canonical_type(dt)
+    except Exception:  # types outside the registry grammar still print
+        return str(dt)
+
+
+def _tree_lines(name: str, dt, indent: int) -> list[str]:
+    import pyarrow as pa
+
+    pad = "  " * indent
+    lines = [f"{pad}{name}: {_type_name(dt)}"]
+    if pa.types.is_struct(dt):
+        for i in range(dt.num_fields):
+            lines += _tree_lines(dt.field(i).name, dt.field(i).type, indent + 1)
+    elif pa.types.is_list(dt) or pa.types.is_large_list(dt) or pa.types.is_fixed_size_list(dt):
+        lines += _tree_lines("item", dt.value_type, indent + 1)
+    return lines
+
+
+@click.command("schema")
+@click.argument("ds", required=False)
+@click.option("--tree", is_flag=True, help="Show nested struct/list types as a tree.")
+@format_option
+def schema_cmd(ds: str | None, tree: bool, fmt: str) -> None:
+    """Merged Arrow schema (base + overlays)."""
+    schema = dataset(ds).schema()
+    fields = [{"name": f.name, "type": _type_name(f.type), "nullable": f.nullable} for f in schema]
+    if is_json(fmt):
+        emit_json({"fields": fields})
+    elif tree:
+        lines = []
+        for f in schema:
+            lines += _tree_lines(f.name, f.type, 0)
+        if use_rich(fmt):
+            from rich.console import Console
+            from rich.tree import Tree
+
+            t = Tree("schema")
+            stack = [(-1, t)]
+            for line in lines:
+                depth = (len(line) - len(line.lstrip(" "))) // 2
+                while stack[-1][0] >= depth:
+                    stack.pop()
+                stack.append((depth, stack[-1][1].add(line.strip())))
+            Console().print(t)
+        else:
+            for line in lines:
+                click.echo(line)
+    else:
+        emit_table(fields, ["name", "type", "nullable"], fmt, width=None)
+
+
+def _emit_rows(table, fmt: str) -> None:
+    rows = table_rows(table)
+    if is_json(fmt):
+        emit_json(rows)
+    else:
+        emit_table(rows, table_columns(table), fmt)
+
+
+@click.command("head")
+@click.argument("ds", required=False)
+@click.option("-n", "n", type=int, default=10, show_default=True, help="Number of rows.")
+@click.option("--columns", help="Comma-separated columns to show.")
+@include_deleted_option
+@format_option
+def head_cmd(ds, n, columns, include_deleted, fmt) -> None:
+    """First N visible rows in base order (overlays joined)."""
+    table = dataset(ds).head(n, _columns(columns), include_deleted=include_deleted)
+    _emit_rows(table, fmt)
+
+
+@click.command("get")
+@click.argument("ds", required=False)
+@click.argument("record_id", metavar="[ID]", required=False)
+@click.option("--id", "id_opt", help="Record id (instead of the positional ID).")
+@click.option("--columns", help="Comma-separated columns to show.")
+@include_deleted_option
+@format_option
+def get_cmd(ds, record_id, id_opt, columns, include_deleted, fmt) -> None:
+    """One record by id; prints `Not found.` (exit 0) when absent."""
+    if record_id is None and id_opt is None and ds is not None and ID_RE.match(ds):
+        ds, record_id = None, ds  # `usr get <id>` inside a dataset directory
+    rid = id_opt or record_id
+    if not rid:
+        raise click.UsageError("Missing record id: pass ID or --id.")
+    result = dataset(ds).get(rid.strip(), _columns(columns), include_deleted=include_deleted)
+    rows = table_rows(result) if result is not None else None
+    if rows is None and isinstance(result, dict):
+        rows = [result]
+    if not rows:
+        if is_json(fmt):
+            emit_json(None)
+        else:
+            click.echo("Not found.")
+        return
+    if is_json(fmt):
+        emit_json(rows[0])
+    else:
+        emit_mapping(rows[0], fmt)
+
+
+@click.command("grep")
+@click.argument("ds")
+@click.option("--pattern", required=True, help="Regular expression, case-insensitive, on sequence.")
+@click.option("--limit", type=int, default=20, show_default=True)
+@include_deleted_option
+@format_option
+def grep_cmd(ds, pattern, limit, include_deleted, fmt) -> None:
+    """Records whose sequence matches a regular expression."""
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise click.BadParameter(f"invalid regular expression: {exc}", param_hint="--pattern") from None
+    _emit_rows(dataset(ds).grep(pattern, limit=limit, include_deleted=include_deleted), fmt)
+
+
+@click.command("export")
+@click.argument("ds", required=False)
+@click.option("--fmt", "out_fmt", required=True, type=click.Choice(["csv", "jsonl", "parquet"], case_sensitive=False),
+              help="Export format.")
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path),
+              help="Output file, or an existing directory (writes <id with / as _>.<fmt>).")
+@click.option("--columns", help="Comma-separated columns to export.")
+@include_deleted_option
+def export_cmd(ds, out_fmt, out, columns, include_deleted) -> None:
+    """Export the merged view (X10) to csv, jsonl or parquet."""
+    d = dataset(ds)
+    out_fmt = out_fmt.lower()
+    if out.is_dir():
+        out = out / f"{d.name.replace('/', '_')}.{out_fmt}"
+    status(f"exporting {d.name} to {out}")
+    d.export(out_fmt, out, columns=_columns(columns), include_deleted=include_deleted)
+    click.echo(f"Exported {d.name} to {out}")
+
+
+@click.command("validate")
+@click.argument("ds", required=False)
+@click.option("--strict", is_flag=True, help="Also check materialized base columns against the registry (V3).")
+@click.option("--registry-mode", default="current", show_default=True,
+              help="current | frozen | either | namespace-current | namespace-frozen | namespace-either (V2).")
+def validate_cmd(ds, strict, registry_mode) -> None:
+    """Validate a dataset (V1-V3); exit 2 with the first failure."""
+    d = dataset(ds)
+    status(f"validating {d.name}")
+    d.validate(strict=strict, registry_mode=registry_mode)
+    click.echo("OK: validation passed.")
+
+
+def _tail_lines(path: Path, n: int) -> tuple[list[str], int]:
+    if not path.exists():
+        return [], 0
+    with path.open("rb") as fh:
+        lines = deque((line for line in fh), maxlen=max(n, 0))
+        end = fh.tell()
+    return [b.decode("utf-8", "replace").rstrip("\n") for b in lines], end
+
+
+def _print_events(lines: list[str], fmt: str) -> None:
+    if not lines:
+        return
+    if fmt == "json":
+        events = []
+        for line in lines:
+            try:
+                events.append(json.loads(line))
+            except json.JSONDecodeError:
+                events.append({"invalid_line": line})
+        emit_json(events)
+    else:
+        for line in lines:
+            click.echo(line)
+
+
+@click.group("events")
+def events_group() -> None:
+    """The dataset event log (.events.log)."""
+
+
+@events_group.command("tail")
+@click.argument("ds", required=False)
+@click.option("--format", "fmt", type=click.Choice(["json", "raw"], case_sensitive=False), default="raw",
+              show_default=True, help="raw = log lines as stored; json = {usr_output_version, data: [events]}.")
+@click.option("--n", "n", type=int, default=10, show_default=True, help="Number of events.")
+@click.option("--follow", is_flag=True, help="Keep printing new events (Ctrl-C to stop).")
+def events_tail_cmd(ds, fmt, n, follow) -> None:
+    """Last N events; --follow polls for new ones."""
+    d = dataset(ds)
+    fmt = fmt.lower()
+    path = Path(d.events_path)
+    lines, offset = _tail_lines(path, n)
+    if fmt == "json" and not follow:
+        emit_json([json.loads(x) for x in lines if x.strip()])
+        return
+    _print_events(lines, fmt)
+    if not follow:
+        return
+    try:
+        while True:
+            time.sleep(0.5)
+            size = path.stat().st_size if path.exists() else 0
+            if size < offset:  # gardened (X11): the log was shortened; start over at its beginning
+                offset = 0
+            if size == offset:
+                continue
+            with path.open("rb") as fh:
+                fh.seek(offset)
+                chunk = fh.read()
+            complete, _, _rest = chunk.rpartition(b"\n")
+            if not _:
+                continue
+            offset += len(complete) + 1
+            _print_events([x.decode("utf-8", "replace") for x in complete.split(b"\n")], fmt)
+    except KeyboardInterrupt:
+        return
+
+
+COMMANDS = [ls_cmd, info_cmd, schema_cmd, head_cmd, get_cmd, grep_cmd, export_cmd, validate_cmd, events_group]

@@ -1,0 +1,161 @@
+"""Overlay discovery, metadata and part names (L5, L7, L8, M2, M3)."""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..contract import (META_NAMESPACE_CONTRACT_HASH, META_OVERLAY_CREATED_AT, META_OVERLAY_KEY,
+                        META_OVERLAY_NAMESPACE, META_REGISTRY_HASH, stamp)
+from ..errors import SchemaError
+from ..layout import PART_GLOB, DatasetPaths
+
+
+def file_metadata(schema: pa.Schema) -> dict[str, str]:
+    return {k.decode("utf-8", "replace"): v.decode("utf-8", "replace") for k, v in (schema.metadata or {}).items()}
+
+
+def read_file_schema(path: Path) -> pa.Schema:
+    try:
+        return pq.read_schema(path)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise SchemaError(f"Cannot read parquet file {path}: {exc}",
+                          hint="The file is corrupt or truncated; restore it or remove the overlay.") from exc
+
+
+@dataclass
+class Part:
+    path: Path
+    schema: pa.Schema
+    meta: dict[str, str]
+
+    @property
+    def created_at(self) -> str | None:
+        return self.meta.get(META_OVERLAY_CREATED_AT)
+
+    @property
+    def rank(self) -> str:
+        """O9: created_at + '\\x1f' + file name; greatest is newest."""
+        return f"{self.created_at or ''}\x1f{self.path.name}"
+
+
+@dataclass
+class OverlaySource:
+    """One namespace's overlay on disk: a compact file or a directory of parts."""
+
+    namespace: str
+    kind: str  # "compact" | "parts"
+    path: Path
+    parts: list[Part] = field(default_factory=list)  # for compact: one entry, the file itself
+
+    @property
+    def first(self) -> Part:
+        return self.parts[0]
+
+    @property
+    def key(self) -> str | None:
+        return self.first.meta.get(META_OVERLAY_KEY)
+
+    @property
+    def created_at(self) -> str | None:
+        return max((p.created_at or "" for p in self.parts), default=None) or None
+
+    @property
+    def registry_hash(self) -> str | None:
+        return self.first.meta.get(META_REGISTRY_HASH)
+
+    @property
+    def contract_hash(self) -> str | None:
+        return self.first.meta.get(META_NAMESPACE_CONTRACT_HASH)
+
+    def data_columns(self) -> list[str]:
+        key = self.key
+        seen: dict[str, None] = {}
+        for p in self.parts:
+            for name in p.schema.names:
+                if name != key:
+                    seen.setdefault(name, None)
+        return list(seen)
+
+    def column_type(self, name: str) -> pa.DataType | None:
+        for p in self.parts:
+            idx = p.schema.get_field_index(name)
+            if idx >= 0:
+                return p.schema.field(idx).type
+        return None
+
+
+def _load_part(path: Path) -> Part:
+    schema = read_file_schema(path)
+    return Part(path, schema, file_metadata(schema))
+
+
+def list_part_paths(parts_dir: Path) -> list[Path]:
+    if not parts_dir.is_dir():
+        return []
+    return sorted(p for p in parts_dir.glob(PART_GLOB) if p.is_file())
+
+
+def discover_overlays(paths: DatasetPaths) -> list[OverlaySource]:
+    """L8 (sorted by name), enforcing L7 (one source per namespace)."""
+    derived = paths.derived
+    if not derived.is_dir():
+        return []
+    found: dict[str, OverlaySource] = {}
+    for entry in sorted(derived.iterdir(), key=lambda p: p.name):
+        name = entry.name
+        if name.startswith("."):
+            continue
+        if entry.is_file() and name.endswith(".parquet") and not name.endswith(".tmp.parquet"):
+            part = _load_part(entry)
+            ns = part.meta.get(META_OVERLAY_NAMESPACE) or entry.name[: -len(".parquet")]
+            src = OverlaySource(ns, "compact", entry, [part])
+        elif entry.is_dir():
+            part_paths = list_part_paths(entry)
+            if not part_paths:
+                continue
+            parts = [_load_part(p) for p in part_paths]
+            ns = parts[0].meta.get(META_OVERLAY_NAMESPACE) or name
+            src = OverlaySource(ns, "parts", entry, parts)
+        else:
+            continue
+        if ns in found:
+            raise SchemaError(
+                f"Namespace {ns!r} has both a compact overlay and overlay parts ({found[ns].path}, {src.path}) (L7).",
+                hint=f"Remove one of them: delete {paths.compact_overlay(ns)} and rerun the compaction, "
+                     "or remove the parts directory.")
+        found[ns] = src
+    return list(found.values())
+
+
+def find_overlay(paths: DatasetPaths, ns: str) -> OverlaySource | None:
+    compact, parts_dir = paths.compact_overlay(ns), paths.parts_dir(ns)
+    has_compact = compact.is_file()
+    part_paths = list_part_paths(parts_dir)
+    if has_compact and part_paths:
+        raise SchemaError(f"Namespace {ns!r} has both {compact.name} and parts in {parts_dir} (L7).",
+                          hint=f"Remove {compact} and rerun the compaction, or remove the parts directory.")
+    if has_compact:
+        return OverlaySource(ns, "compact", compact, [_load_part(compact)])
+    if part_paths:
+        return OverlaySource(ns, "parts", parts_dir, [_load_part(p) for p in part_paths])
+    return None
+
+
+def new_part_name(when=None) -> str:
+    """L5: part-<STAMP>-<HEX32>.parquet."""
+    return f"part-{stamp(when)}-{uuid.uuid4().hex}.parquet"
+
+
+def overlay_metadata(ns: str, key: str, created_at: str, registry_hash: str | None,
+                     contract_hash: str | None) -> dict[str, str]:
+    """M2."""
+    meta = {META_OVERLAY_NAMESPACE: ns, META_OVERLAY_KEY: key, META_OVERLAY_CREATED_AT: created_at}
+    if registry_hash:
+        meta[META_REGISTRY_HASH] = registry_hash
+    if contract_hash:
+        meta[META_NAMESPACE_CONTRACT_HASH] = contract_hash
+    return meta

@@ -1,0 +1,323 @@
+"""Overlay writes: compact attach / write_overlay (O5), part writes (O6), create_overlay (O7).
+
+Functions take the `Dataset` facade (`ds`) for its lock, auto-freeze and event helpers.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ..contract import MUTATION_RESERVED_NAMESPACES, PARQUET_COMPRESSION, REQUIRED_COLUMNS, ts
+from ..errors import NamespaceError, SchemaError
+from ..layout import check_namespace_name
+from ..registry.registry import Registry, hash_registry, load_registry, namespace_contract_hash
+from ..registry.types import conforms, parse_type
+from ..storage.atomic import crash_point, fsync_dir, publish, write_bytes, write_parquet
+from .files import find_overlay, list_part_paths, new_part_name, overlay_metadata
+from .inputs import coerce_column, read_input
+from .merge import check_key_name, normalize_keys
+
+ATTACH_ARG_KEYS = {"namespace", "key", "rows_incoming", "rows_matched", "rows_missing", "allow_overwrite", "note"}
+PART_ARG_KEYS = {"namespace", "key", "columns", "rows_incoming", "rows_matched", "rows_written", "rows_missing",
+                 "allow_missing"}
+_MISSING_KEYS = ("", "nan", "none")
+
+
+def check_writable_namespace(ns: str) -> None:
+    if ns in MUTATION_RESERVED_NAMESPACES:
+        raise NamespaceError(f"Namespace {ns!r} is reserved (U2); only the tombstone/state API writes it.",
+                             hint="Use delete/restore or state set/clear, or choose another namespace.")
+    check_namespace_name(ns)
+
+
+def namespaced_columns(ns: str, names: list[str]) -> dict[str, str]:
+    """O5: a name without '__' becomes <ns>__<name>; <ns>__x stays; other a__b → NamespaceError."""
+    out = {}
+    for name in names:
+        if name in REQUIRED_COLUMNS:
+            raise SchemaError(f"Column {name!r} is an essential column and cannot be an overlay column (O1).",
+                              hint="Drop it from the overlay input.")
+        if "__" not in name:
+            out[name] = f"{ns}__{name}"
+        elif name.startswith(f"{ns}__") and len(name) > len(ns) + 2:
+            out[name] = name
+        else:
+            raise NamespaceError(f"Column {name!r} belongs to another namespace than {ns!r}.",
+                                 hint=f"Name overlay columns {ns}__<field> or without a prefix.")
+    return out
+
+
+def check_event_args(event_args, reserved: set[str]) -> dict:
+    event_args = dict(event_args or {})
+    clash = sorted(set(event_args) & reserved)
+    if clash:
+        raise SchemaError(f"event_args may not override reserved keys {clash} (E7).", hint="Rename those keys.")
+    try:
+        json.dumps(event_args, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise SchemaError(f"event_args are not JSON-serialisable: {exc}", hint="Pass plain strings and numbers.") from exc
+    return event_args
+
+
+def registered_types(reg: Registry, ns: str) -> dict[str, str]:
+    if ns not in reg:
+        raise SchemaError(f"Namespace {ns!r} is not registered.",
+                          hint=f"Register it first: `usr namespace register {ns} --columns {ns}__field:type`.")
+    return {c["name"]: c["type"] for c in reg[ns]["columns"]}
+
+
+def _check_missing_keys(keys: pa.Array, raw: pa.Array) -> None:
+    low = pc.utf8_lower(pc.utf8_trim_whitespace(pc.cast(raw, pa.string())))
+    bad = pc.or_kleene(pc.is_null(raw), pc.is_in(low, value_set=pa.array(_MISSING_KEYS)))
+    bad = pc.fill_null(bad, True)
+    if pc.any(bad).as_py():
+        rows = [i + 1 for i in pc.indices_nonzero(bad).to_pylist()[:5]]
+        raise SchemaError(f"Missing keys (empty, nan or none) at rows {rows} (O5).",
+                          hint="Every overlay row needs a key; drop those rows.")
+
+
+def _check_duplicates(keys: pa.Array) -> None:
+    counts = pc.value_counts(keys)
+    dup = counts.filter(pc.greater(counts.field("counts"), 1))
+    if len(dup):
+        raise SchemaError(f"Duplicate keys after normalisation: {dup.field('values').to_pylist()[:5]} (O5/O6).",
+                          hint="Each key may appear once per write; deduplicate the input.")
+
+
+def match_base(ds, table: pa.Table, key: str, allow_missing: bool) -> tuple[pa.Table, int]:
+    """Keep rows whose key is in the base; SchemaError for others unless allow_missing."""
+    base_col = "id" if key == "id" else "sequence"
+    if key != "id":
+        from ..read import check_sequence_keys
+
+        check_sequence_keys(ds.paths, key)
+    base_keys = normalize_keys(pq.read_table(ds.paths.records, columns=[base_col])[base_col], key)
+    present = pc.is_in(table[key], value_set=base_keys)
+    missing = len(present) - pc.sum(present).as_py() if len(present) else 0
+    if missing and not allow_missing:
+        sample = table[key].filter(pc.invert(present)).to_pylist()[:5]
+        raise SchemaError(f"{missing} key(s) not found in dataset {ds.name!r}: {sample}",
+                          hint="Pass allow_missing=True / --allow-missing to drop them.")
+    return (table.filter(present) if missing else table), missing
+
+
+def _normalise_key_column(table: pa.Table, key: str) -> pa.Table:
+    raw = table[key].combine_chunks()
+    _check_missing_keys(None, raw)
+    keys = normalize_keys(raw, key)
+    _check_duplicates(keys)
+    return table.set_column(table.column_names.index(key), key, keys)
+
+
+# ---------------------------------------------------------------- compact writes (O5)
+
+def upsert_compact(existing: pa.Table | None, incoming: pa.Table, key: str) -> pa.Table:
+    """Union of keys; incoming columns replace stored cells (NULLs too); other cells kept."""
+    if existing is None or existing.num_rows == 0 and not existing.num_columns > 1:
+        return incoming
+    ex_cols = [c for c in existing.column_names if c != key]
+    new_cols = [c for c in incoming.column_names if c != key and c not in ex_cols]
+    order = [key] + ex_cols + new_cols
+    types = {f.name: f.type for f in existing.schema}
+    types.update({f.name: f.type for f in incoming.schema})
+    inc_keys = incoming[key].combine_chunks()
+    ex_keys = existing[key].combine_chunks()
+    rest = existing.filter(pc.invert(pc.is_in(ex_keys, value_set=inc_keys)))
+    pos = pc.index_in(inc_keys, value_set=ex_keys)
+    top, bottom = [], []
+    for c in order:
+        top.append(incoming[c].combine_chunks() if c in incoming.column_names else existing[c].take(pos).combine_chunks())
+        bottom.append(rest[c].combine_chunks() if c in rest.column_names else pa.nulls(rest.num_rows, types[c]))
+    a = pa.Table.from_arrays([x.cast(types[c]) for x, c in zip(top, order)], order)
+    b = pa.Table.from_arrays([x.cast(types[c]) for x, c in zip(bottom, order)], order)
+    return pa.concat_tables([b, a])
+
+
+def write_compact(ds, ns: str, table: pa.Table, *, key: str, reg: Registry, allow_overwrite: bool,
+                  allow_missing: bool, reserved_ok: bool = False) -> tuple[int, int, int]:
+    """Shared O5 core under the lock; returns (rows_written, rows_missing, rows_total)."""
+    path = ds.paths.compact_overlay(ns)
+    table, missing = match_base(ds, table, key, allow_missing)
+    existing = None
+    if path.is_file():
+        from .files import _load_part
+
+        part = _load_part(path)
+        if part.meta.get("usr:overlay_key", key) != key:
+            raise SchemaError(f"key mismatch: {path.name} is keyed by {part.meta.get('usr:overlay_key')!r}, "
+                              f"not {key!r} (O5).", hint=f"Attach with --key {part.meta.get('usr:overlay_key')}.")
+        existing = pq.read_table(path)
+        existing = existing.set_column(existing.column_names.index(key), key, normalize_keys(existing[key], key))
+        _check_duplicates(existing[key].combine_chunks())
+        shared = [c for c in table.column_names if c != key and c in existing.column_names]
+        if shared and not allow_overwrite:
+            raise NamespaceError(f"Columns already exist in {path.name}: {shared}.",
+                                 hint="Pass allow_overwrite=True / --allow-overwrite to replace them.")
+    result = upsert_compact(existing, table, key)
+    h = hash_registry(reg)
+    contract = None if ns == "usr" else namespace_contract_hash(reg, ns)
+    write_parquet(path, result, tmp=ds.paths.compact_overlay_tmp(ns), label="compact",
+                  metadata=overlay_metadata(ns, key, ts(), h, contract))
+    return table.num_rows, missing, result.num_rows
+
+
+def prepare_attach_table(ns: str, table: pa.Table, *, key: str, key_col: str | None, columns, reg: Registry,
+                         coerce: bool, parse_json: bool) -> pa.Table:
+    key_col = key_col or ("sequence" if key != "id" else key)
+    if key_col not in table.column_names:
+        raise SchemaError(f"Key column {key_col!r} not in the input (columns: {table.column_names}).",
+                          hint="Pass --key-col to name the key column.")
+    data = list(columns) if columns else [c for c in table.column_names if c != key_col]
+    unknown = [c for c in data if c not in table.column_names]
+    if unknown:
+        raise SchemaError(f"Columns not in the input: {unknown}.", hint=f"Input has: {table.column_names}.")
+    renamed = namespaced_columns(ns, data)
+    types = registered_types(reg, ns)
+    arrays, names = [table[key_col].combine_chunks()], [key]
+    for src_name, dest in renamed.items():
+        if dest not in types:
+            raise SchemaError(f"Column {dest} is not registered under namespace {ns!r}.",
+                              hint=f"Register it: usr namespace register {ns} --overwrite --columns ...")
+        col = table[src_name]
+        if coerce:
+            arr = coerce_column(col, dest, types[dest], parse_json)
+        else:
+            arr = col.combine_chunks()
+            if pa.types.is_null(arr.type):
+                arr = pa.nulls(len(arr), parse_type(types[dest]))
+            elif not conforms(arr.type, types[dest]):
+                raise SchemaError(f"type mismatch for {dest}: {arr.type} does not conform to {types[dest]}.",
+                                  hint=f"Cast the column to {types[dest]} before writing.")
+        arrays.append(arr)
+        names.append(dest)
+    if key_col != key and key in names[1:]:
+        raise SchemaError(f"Input has both {key_col!r} and {key!r}.", hint="Drop one of them.")
+    return _normalise_key_column(pa.Table.from_arrays(arrays, names), key)
+
+
+# ---------------------------------------------------------------- part writes (O6, O7)
+
+def prepare_part_table(ns: str, table: pa.Table, *, key: str, key_col: str | None, reg: Registry) -> pa.Table:
+    if key_col and key_col != key:
+        if key in table.column_names:
+            raise SchemaError(f"Input has both {key_col!r} and {key!r}.", hint="Drop one of them.")
+        if key_col not in table.column_names:
+            raise SchemaError(f"Key column {key_col!r} not in the input.", hint="Check --key-col.")
+        table = table.rename_columns([key if c == key_col else c for c in table.column_names])
+    if key not in table.column_names:
+        raise SchemaError(f"Input has no key column {key!r}.", hint="Name the key column or pass key_col.")
+    types = registered_types(reg, ns)
+    arrays, names = [table[key].combine_chunks()], [key]
+    for name in table.column_names:
+        if name == key:
+            continue
+        if name in REQUIRED_COLUMNS:
+            raise SchemaError(f"Column {name!r} is an essential column and cannot be written to an overlay (O1).",
+                              hint="Drop it from the table.")
+        if not name.startswith(f"{ns}__") or len(name) == len(ns) + 2:
+            raise NamespaceError(f"Column {name!r} is not a {ns}__<field> column.",
+                                 hint=f"Name every data column {ns}__<field>.")
+        if name not in types:
+            raise SchemaError(f"Column {name} is not registered under namespace {ns!r}.",
+                              hint="Add it to the registry (usr namespace register --overwrite).")
+        arr = table[name].combine_chunks()
+        if pa.types.is_null(arr.type):
+            arr = pa.nulls(len(arr), parse_type(types[name]))
+        elif not conforms(arr.type, types[name]):
+            raise SchemaError(f"type mismatch for {name}: {arr.type} does not conform to {types[name]}.",
+                              hint=f"Cast the column to {types[name]}.")
+        arrays.append(arr)
+        names.append(name)
+    if len(names) == 1:
+        raise SchemaError("The table has no data columns.", hint=f"Add {ns}__<field> columns.")
+    return _normalise_key_column(pa.Table.from_arrays(arrays, names), key)
+
+
+def promote_compact(ds, ns: str) -> Path | None:
+    """O6.1: move an existing compact file unchanged into the parts directory under a new part name."""
+    compact = ds.paths.compact_overlay(ns)
+    if not compact.is_file():
+        return None
+    parts_dir = ds.paths.parts_dir(ns)
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    target = parts_dir / new_part_name()
+    crash_point("promote:before-rename")
+    os.rename(compact, target)
+    crash_point("promote:after-rename")
+    fsync_dir(parts_dir)
+    fsync_dir(compact.parent)
+    return target
+
+
+def write_part_file(parts_dir: Path, table: pa.Table, meta: dict[str, str]) -> Path:
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    final = parts_dir / new_part_name()
+    write_parquet(final, table, tmp=final.with_name(final.name + ".tmp"), label="part", metadata=meta)
+    return final
+
+
+def update_digest_ledger(parts_dir: Path, new_parts: list[Path]) -> None:
+    """O6.3: an existing digest_ledger.json gets {name, path, digest} entries for new parts."""
+    import hashlib
+
+    ledger = parts_dir / "digest_ledger.json"
+    if not ledger.is_file():
+        return
+    data = json.loads(ledger.read_text(encoding="utf-8") or "[]")
+    entries = data.get("entries", []) if isinstance(data, dict) else data
+    for p in new_parts:
+        digest = hashlib.sha256(p.read_bytes()).hexdigest()
+        entries.append({"name": p.name, "path": str(p), "digest": f"sha256:{digest}"})
+    payload = {**data, "entries": entries} if isinstance(data, dict) else entries
+    write_bytes(ledger, json.dumps(payload, indent=2).encode(), tmp=ledger.with_name("digest_ledger.json.tmp"))
+
+
+def check_part_key(ds, ns: str, key: str) -> None:
+    """M3: all parts share one key; a compact file that will be promoted must share it too."""
+    src = find_overlay(ds.paths, ns)
+    if src is not None and src.key and src.key != key:
+        raise SchemaError(f"Overlay {ns!r} is keyed by {src.key!r}; cannot add a part keyed by {key!r} (M3).",
+                          hint=f"Write with key={src.key!r}.")
+
+
+def stage_create(ds, ns: str, table: pa.Table, meta: dict[str, str]) -> Path:
+    """O7: stage a private parts directory, read it back and compare."""
+    staging = ds.paths.derived / f".{ns}.staging-{uuid.uuid4().hex}"
+    staging.mkdir(parents=True)
+    part = staging / new_part_name()
+    write_parquet(part, table, tmp=part.with_name(part.name + ".tmp"), label="create", metadata=meta)
+    back = pq.read_table(part)
+    if not back.equals(table.replace_schema_metadata(back.schema.metadata)):
+        shutil.rmtree(staging, ignore_errors=True)
+        raise SchemaError(f"Read-back of the staged overlay {ns!r} differs from the input.", hint="Retry the write.")
+    fsync_dir(staging)
+    return staging
+
+
+def publish_noreplace(staging: Path, target: Path) -> None:
+    """Atomic no-replace rename (renameat2 RENAME_NOREPLACE where available)."""
+    if os.path.lexists(target) or os.path.lexists(str(target) + ".parquet"):
+        raise FileExistsError(f"Overlay already exists: {target}")
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        AT_FDCWD, RENAME_NOREPLACE = -100, 1
+        rc = libc.renameat2(AT_FDCWD, os.fsencode(staging), AT_FDCWD, os.fsencode(target), RENAME_NOREPLACE)
+        if rc != 0:
+            err = ctypes.get_errno()
+            if err == 17:
+                raise FileExistsError(f"Overlay already exists: {target}")
+            raise OSError(err, os.strerror(err))
+    except (AttributeError, OSError) as exc:
+        if isinstance(exc, FileExistsError):
+            raise
+        os.rename(staging, target)  # no renameat2: the lexists check above under the dataset lock suffices
+    fsync_dir(target.parent)

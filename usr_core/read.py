@@ -1,0 +1,264 @@
+"""Dataset reads (O10-O12, T3): base batches LEFT JOIN one newest-non-null view per overlay.
+
+The base key column is matched against each overlay view once (a hash lookup over the whole base),
+then every base batch takes its slice of those positions: no per-batch rehashing, base order kept.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .contract import STATE_NS, TOMBSTONE_COLUMNS, TOMBSTONE_NS
+from .errors import SchemaError, SequencesError
+from .layout import DatasetPaths
+from .overlays.files import OverlaySource, discover_overlays
+from .overlays.merge import namespace_view, normalize_keys
+from .registry.registry import Registry, load_registry
+from .registry.types import conforms
+
+
+def not_initialized(paths: DatasetPaths) -> SequencesError:
+    return SequencesError(f"Dataset not initialized: {paths.name!r} (no {paths.records}).",
+                          hint=f"Create it with `usr init {paths.name}` or check --root / USR_ROOT.")
+
+
+def base_schema(paths: DatasetPaths) -> pa.Schema:
+    if not paths.records.is_file():
+        raise not_initialized(paths)
+    try:
+        return pq.read_schema(paths.records)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise SchemaError(f"Cannot read {paths.records}: {exc}",
+                          hint="The base table is corrupt; restore it from _snapshots/.") from exc
+
+
+def check_conformance(src: OverlaySource, reg: Registry) -> None:
+    """O11: every data column registered under the overlay's namespace with a conforming type."""
+    if src.namespace not in reg:
+        raise SchemaError(f"Overlay {src.path} belongs to unregistered namespace {src.namespace!r} (O11).",
+                          hint=f"Register it: `usr namespace register {src.namespace} --columns ...`.")
+    registered = {c["name"]: c["type"] for c in reg[src.namespace]["columns"]}
+    for name in src.data_columns():
+        if name not in registered:
+            raise SchemaError(f"Overlay {src.path}: column {name} is not registered under {src.namespace!r} (O11).",
+                              hint="Add the column to the registry or remove it from the overlay.")
+        dt = src.column_type(name)
+        if not conforms(dt, registered[name]):
+            raise SchemaError(f"Overlay {src.path}: column {name} has type {dt}, registry says {registered[name]} "
+                              "(O11).", hint="Rewrite the overlay with the registered type or update the registry.")
+
+
+def check_sequence_keys(paths: DatasetPaths, key: str) -> None:
+    """O3 on the base: one bio_type, dna_4 for sequence_ci, unique normalised keys."""
+    t = pq.read_table(paths.records, columns=["bio_type", "alphabet", "sequence"])
+    if len(pc.unique(t["bio_type"])) > 1:
+        raise SchemaError(f"Sequence-keyed overlays need one bio_type in {paths.name!r}; found "
+                          f"{sorted(pc.unique(t['bio_type']).to_pylist())} (O3).", hint="Use key 'id' instead.")
+    if key == "sequence_ci" and t.num_rows and not pc.all(pc.equal(t["alphabet"], "dna_4")).as_py():
+        raise SchemaError("Key sequence_ci needs every record's alphabet to be dna_4 (O3).",
+                          hint="Use key 'sequence' or 'id'.")
+    keys = normalize_keys(t["sequence"], key)
+    if len(pc.unique(keys)) != len(keys):
+        raise SchemaError(f"Key {key!r} is not unique over the base of {paths.name!r} (O3).",
+                          hint="Use key 'id', or dedupe the dataset first.")
+
+
+@dataclass
+class ReadPlan:
+    paths: DatasetPaths
+    base_names: list[str]
+    out_columns: list[str]
+    overlays: list[tuple[OverlaySource, list[str]]] = field(default_factory=list)  # (source, data columns to take)
+    tombstones: OverlaySource | None = None
+    include_deleted: bool = False
+
+    @property
+    def base_read(self) -> list[str]:
+        need = [c for c in self.base_names if c in self.out_columns]
+        extra = set()
+        for src, _ in self.overlays:
+            extra.add("id" if src.key == "id" else "sequence")
+        if self.tombstones is not None:
+            extra.add("id")
+        return need + [c for c in self.base_names if c in extra and c not in need]
+
+
+def plan_read(paths: DatasetPaths, columns=None, include_overlays=True, include_deleted=False,
+              registry: Registry | None = None) -> ReadPlan:
+    schema = base_schema(paths)
+    base_names = list(schema.names)
+    sources = discover_overlays(paths)
+    tomb = next((s for s in sources if s.namespace == TOMBSTONE_NS), None)
+    others = [s for s in sources if s.namespace != TOMBSTONE_NS]
+    if isinstance(include_overlays, (list, tuple, set)):
+        wanted = set(include_overlays)
+        others = [s for s in others if s.namespace in wanted]
+    elif not include_overlays:
+        others = []
+    if others:
+        reg = registry if registry is not None else load_registry(paths.root, required=True)
+        for src in others:
+            check_conformance(src, reg)
+    available = list(base_names)
+    per_source = []
+    for src in others:
+        cols = src.data_columns()
+        per_source.append((src, cols))
+        available += [c for c in cols if c not in available]
+    tomb_cols = list(TOMBSTONE_COLUMNS) if tomb is not None else []
+    if columns is None:
+        out = available + (tomb_cols if include_deleted else [])
+    else:
+        out = list(dict.fromkeys(columns))
+        hidden = [c for c in out if c in TOMBSTONE_COLUMNS]
+        if hidden and not include_deleted:
+            raise SchemaError(f"Columns {hidden} are tombstone columns (O11).", hint="Pass include_deleted=True.")
+        unknown = [c for c in out if c not in available and c not in TOMBSTONE_COLUMNS]
+        if unknown or (hidden and tomb is None and False):
+            raise SchemaError(f"Unknown columns requested: {unknown} (O11).",
+                              hint=f"Available: {', '.join(available)}.")
+    plan = ReadPlan(paths, base_names, out, include_deleted=include_deleted)
+    plan.overlays = [(s, [c for c in cols if c in out]) for s, cols in per_source]
+    plan.overlays = [(s, cols) for s, cols in plan.overlays if cols]
+    plan.tombstones = tomb if (tomb is not None and (not include_deleted or any(c in out for c in tomb_cols))) else None
+    for src, _ in plan.overlays:
+        if src.key != "id":
+            check_sequence_keys(paths, src.key)
+    return plan
+
+
+def _base_keys(plan: ReadPlan, table_or_batch, key: str) -> pa.Array:
+    return normalize_keys(table_or_batch.column("id" if key == "id" else "sequence"), key)
+
+
+class _Joined:
+    """Overlay views and their positions against a set of base rows."""
+
+    def __init__(self, plan: ReadPlan, base: pa.Table, keys_filter: bool):
+        self.plan = plan
+        self.views = []  # (view, cols, positions)
+        for src, cols in plan.overlays:
+            base_keys = _base_keys(plan, base, src.key)
+            view = namespace_view(src, cols, keys_filter=pc.unique(base_keys.drop_null()) if keys_filter else None)
+            pos = pc.index_in(base_keys, value_set=view.column(0))
+            self.views.append((view, cols, pos))
+        self.deleted = None
+        self.tomb_view = None
+        self.tomb_pos = None
+        if plan.tombstones is not None:
+            ids = normalize_keys(base.column("id"), "id")
+            tv = namespace_view(plan.tombstones, list(TOMBSTONE_COLUMNS),
+                                keys_filter=pc.unique(ids.drop_null()) if keys_filter else None)
+            self.tomb_view = tv
+            self.tomb_pos = pc.index_in(ids, value_set=tv.column(0))
+            flag = pc.fill_null(tv["usr__deleted"].take(self.tomb_pos), False)
+            self.deleted = flag.combine_chunks() if isinstance(flag, pa.ChunkedArray) else flag
+
+    def assemble(self, base: pa.Table | pa.RecordBatch, start: int) -> pa.Table:
+        n = base.num_rows
+        plan = self.plan
+        cols: dict[str, pa.Array] = {c: base.column(c) for c in plan.base_names if c in plan.out_columns}
+        for view, names, pos in self.views:
+            p = pos.slice(start, n)
+            for c in names:
+                v = view[c].take(p)
+                cols[c] = pc.coalesce(v, cols[c]) if c in cols and cols[c].type == v.type else v
+        if self.tomb_view is not None and plan.include_deleted:
+            p = self.tomb_pos.slice(start, n)
+            for c in TOMBSTONE_COLUMNS:
+                if c in plan.out_columns:
+                    cols[c] = self.tomb_view[c].take(p)
+        arrays, names = [], []
+        for c in plan.out_columns:
+            if c in cols:
+                arrays.append(cols[c])
+            elif c in TOMBSTONE_COLUMNS:
+                dt = {"usr__deleted": pa.bool_(), "usr__deleted_at": pa.timestamp("us", tz="UTC")}.get(c, pa.string())
+                arrays.append(pa.nulls(n, dt))
+            names.append(c)
+        table = pa.Table.from_arrays([a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in arrays],
+                                     names)
+        if self.deleted is not None and not plan.include_deleted:
+            table = table.filter(pc.invert(self.deleted.slice(start, n)))
+        return table
+
+
+def scan(paths: DatasetPaths, *, columns=None, include_overlays=True, include_deleted=False,
+         batch_size: int = 65536, registry: Registry | None = None) -> Iterator[pa.RecordBatch]:
+    plan = plan_read(paths, columns, include_overlays, include_deleted, registry)
+    pf = pq.ParquetFile(paths.records)
+    read_cols = plan.base_read
+    needs_keys = plan.overlays or plan.tombstones is not None
+    key_cols = sorted({"id" if s.key == "id" else "sequence" for s, _ in plan.overlays}
+                      | ({"id"} if plan.tombstones is not None else set()))
+    joined = _Joined(plan, pf.read(columns=key_cols), keys_filter=False) if needs_keys else None
+    start = 0
+    for batch in pf.iter_batches(batch_size=batch_size, columns=read_cols):
+        if joined is None:
+            out = pa.Table.from_batches([batch]).select(plan.out_columns)
+        else:
+            out = joined.assemble(batch, start)
+        start += batch.num_rows
+        for b in out.to_batches():
+            if b.num_rows:
+                yield b
+
+
+def read_table(paths: DatasetPaths, **kwargs) -> pa.Table:
+    plan_schema = None
+    batches = list(scan(paths, **kwargs))
+    if batches:
+        return pa.Table.from_batches(batches)
+    plan_schema = output_schema(paths, kwargs.get("columns"), kwargs.get("include_overlays", True),
+                                kwargs.get("include_deleted", False))
+    return plan_schema.empty_table()
+
+
+def output_schema(paths: DatasetPaths, columns=None, include_overlays=True, include_deleted=False) -> pa.Schema:
+    """The merged schema without reading data (types from file footers)."""
+    plan = plan_read(paths, columns, include_overlays, include_deleted)
+    schema = base_schema(paths)
+    types = {f.name: f.type for f in schema}
+    for src, cols in plan.overlays:
+        for c in cols:
+            types.setdefault(c, src.column_type(c))
+    tomb_types = {"usr__deleted": pa.bool_(), "usr__deleted_at": pa.timestamp("us", tz="UTC"),
+                  "usr__deleted_reason": pa.string()}
+    return pa.schema([(c, types.get(c) or tomb_types[c]) for c in plan.out_columns])
+
+
+def head(paths: DatasetPaths, n: int = 10, *, columns=None, include_overlays=True, include_deleted=False,
+         registry: Registry | None = None) -> pa.Table:
+    """O12: the first n visible rows in base order, reading only as many base batches as needed."""
+    plan = plan_read(paths, columns, include_overlays, include_deleted, registry)
+    pf = pq.ParquetFile(paths.records)
+    taken: list[pa.Table] = []
+    got = 0
+    batch_size = max(64, min(65536, n * 2))
+    for batch in pf.iter_batches(batch_size=batch_size, columns=plan.base_read):
+        base = pa.Table.from_batches([batch])
+        if plan.overlays or plan.tombstones is not None:
+            out = _Joined(plan, base, keys_filter=True).assemble(base, 0)
+        else:
+            out = base.select(plan.out_columns)
+        taken.append(out)
+        got += out.num_rows
+        if got >= n:
+            break
+    if not taken:
+        return output_schema(paths, columns, include_overlays, include_deleted).empty_table()
+    return pa.concat_tables(taken).slice(0, n)
+
+
+def get_rows(paths: DatasetPaths, ids: list[str], *, columns=None, include_deleted=False) -> pa.Table:
+    """Rows for the given ids (any order), using a filtered base read."""
+    plan = plan_read(paths, columns, True, include_deleted)
+    read_cols = list(dict.fromkeys(plan.base_read + ["id"]))
+    base = pq.read_table(paths.records, columns=read_cols, filters=pc.field("id").isin(ids))
+    if plan.overlays or plan.tombstones is not None:
+        return _Joined(plan, base, keys_filter=True).assemble(base, 0)
+    return base.select(plan.out_columns)
