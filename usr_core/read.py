@@ -16,7 +16,7 @@ from .contract import STATE_NS, TOMBSTONE_COLUMNS, TOMBSTONE_NS
 from .errors import SchemaError, SequencesError
 from .layout import DatasetPaths
 from .overlays.files import OverlaySource, discover_overlays
-from .overlays.merge import namespace_view, normalize_keys
+from .overlays.merge import joined_columns, normalize_keys
 from .registry.registry import Registry, load_registry
 from .registry.types import conforms
 
@@ -136,42 +136,35 @@ def _base_keys(plan: ReadPlan, table_or_batch, key: str) -> pa.Array:
 
 
 class _Joined:
-    """Overlay views and their positions against a set of base rows."""
+    """Overlay columns LEFT JOINed onto a set of base rows (aligned row for row)."""
 
     def __init__(self, plan: ReadPlan, base: pa.Table, keys_filter: bool):
         self.plan = plan
-        self.views = []  # (view, cols, positions)
+        self.views = []  # (columns dict aligned with base rows, names)
         for src, cols in plan.overlays:
             base_keys = _base_keys(plan, base, src.key)
-            view = namespace_view(src, cols, keys_filter=pc.unique(base_keys.drop_null()) if keys_filter else None)
-            pos = pc.index_in(base_keys, value_set=view.column(0))
-            self.views.append((view, cols, pos))
+            kf = pc.unique(base_keys.drop_null()) if keys_filter else None
+            self.views.append((joined_columns(src, cols, base_keys, keys_filter=kf), cols))
         self.deleted = None
-        self.tomb_view = None
-        self.tomb_pos = None
+        self.tomb = None
         if plan.tombstones is not None:
             ids = normalize_keys(base.column("id"), "id")
-            tv = namespace_view(plan.tombstones, list(TOMBSTONE_COLUMNS),
-                                keys_filter=pc.unique(ids.drop_null()) if keys_filter else None)
-            self.tomb_view = tv
-            self.tomb_pos = pc.index_in(ids, value_set=tv.column(0))
-            flag = pc.fill_null(tv["usr__deleted"].take(self.tomb_pos), False)
-            self.deleted = flag.combine_chunks() if isinstance(flag, pa.ChunkedArray) else flag
+            kf = pc.unique(ids.drop_null()) if keys_filter else None
+            self.tomb = joined_columns(plan.tombstones, list(TOMBSTONE_COLUMNS), ids, keys_filter=kf)
+            self.deleted = pc.fill_null(self.tomb["usr__deleted"], False)
 
     def assemble(self, base: pa.Table | pa.RecordBatch, start: int) -> pa.Table:
         n = base.num_rows
         plan = self.plan
         cols: dict[str, pa.Array] = {c: base.column(c) for c in plan.base_names if c in plan.out_columns}
-        for view, names, pos in self.views:
-            p = pos.slice(start, n)
+        for joined, names in self.views:
             for c in names:
-                v = view[c].take(p)
+                v = joined[c].slice(start, n)
                 cols[c] = pc.coalesce(v, cols[c]) if c in cols and cols[c].type == v.type else v
-        if self.tomb_view is not None and plan.include_deleted:
-            p = self.tomb_pos.slice(start, n)
+        if self.tomb is not None and plan.include_deleted:
             for c in TOMBSTONE_COLUMNS:
                 if c in plan.out_columns:
-                    cols[c] = self.tomb_view[c].take(p)
+                    cols[c] = self.tomb[c].slice(start, n)
         arrays, names = [], []
         for c in plan.out_columns:
             if c in cols:

@@ -72,58 +72,94 @@ def unify_types(src: OverlaySource, columns: list[str]) -> dict[str, pa.DataType
     return types
 
 
-def namespace_view(src: OverlaySource, columns: list[str] | None = None,
-                   keys_filter: pa.Array | None = None) -> pa.Table:
-    """O8/O9: one row per normalised key; columns = key (named `src.key`) + requested data columns."""
+def _newest_first_tables(src: OverlaySource, columns: list[str], keys_filter) -> tuple[list[pa.Table], list[Part]]:
     key = src.key
     if key is None:
         raise SchemaError(f"Overlay {src.path} is missing usr:overlay_key metadata (O11).",
                           hint="Rewrite the overlay with USR or run overlay-refresh-metadata.")
     check_key_name(key)
-    columns = src.data_columns() if columns is None else [c for c in columns if c in src.data_columns()]
-    if src.kind == "compact":
-        if src.first.created_at is None:
-            raise SchemaError(f"Overlay {src.path} is missing required created_at metadata (O8).",
-                              hint="Run overlay-refresh-metadata on it.")
-        table = _read_part(src.first, key, columns, keys_filter)
-        keys = normalize_keys(table[key], key)
-        check_unique_keys(keys, str(src.path))
-        return table.set_column(0, key, keys).select([key] + columns)
     for part in src.parts:
         if part.created_at is None:
-            raise SchemaError(f"Overlay part {part.path} is missing required created_at metadata (O8).",
-                              hint="Remove the part or rewrite it with USR.")
+            raise SchemaError(f"Overlay {part.path} is missing required created_at metadata (O8).",
+                              hint="Run overlay-refresh-metadata on it, or remove the part.")
     types = unify_types(src, columns)
-    ordered = sorted(src.parts, key=lambda p: p.rank, reverse=True)  # newest first
+    ordered = sorted(src.parts, key=lambda p: p.rank, reverse=True)  # O9: newest first
     tables = []
     for part in ordered:
         t = _read_part(part, key, columns, keys_filter)
-        k = normalize_keys(t[key], key)
-        check_unique_keys(k, str(part.path))
-        arrays = [k] + [t[c] if c in t.column_names else pa.nulls(t.num_rows, types[c]) for c in columns]
+        arrays = [normalize_keys(t[key], key)]
+        arrays += [t[c].combine_chunks() if c in t.column_names else pa.nulls(t.num_rows, types[c]) for c in columns]
         tables.append(pa.Table.from_arrays(arrays, [key] + columns))
-    return merge_newest_first(tables, key, columns)
+    return tables, ordered
 
 
-def merge_newest_first(tables: list[pa.Table], key: str, columns: list[str]) -> pa.Table:
-    """Per column, the first non-NULL value per key in `tables` order (newest first) wins."""
-    if len(tables) == 1:
-        t = tables[0]
-        return t.filter(pc.is_valid(t[key]))
-    allrows = pa.concat_tables(tables).combine_chunks()
-    allrows = allrows.filter(pc.is_valid(allrows[key]))
-    keys = allrows[key].chunk(0) if allrows[key].num_chunks else pa.array([], pa.string())
-    uniq = pc.unique(keys)
-    idx = pc.index_in(keys, value_set=uniq).to_numpy(zero_copy_only=False)
-    out = [uniq]
+def merge_kernel(tables: list[pa.Table], key: str, columns: list[str], probe: pa.Array | None = None,
+                 names: list[str] | None = None) -> tuple[pa.Array, dict[str, pa.Array]]:
+    """Per column, the first non-NULL value per key in `tables` order (newest first) wins (O9).
+
+    One dictionary-encode pass over (probe keys + part keys) and one stable integer sort.  Returns
+    (keys, columns): with `probe`, columns aligned to the probe rows (LEFT JOIN); without, one row per
+    distinct key.  Duplicate keys inside one table raise SchemaError (O8).
+    """
+    lens = [t.num_rows for t in tables]
+    part_keys = [t.column(key) for t in tables]
+    chunks = ([probe] if probe is not None else []) + [k.combine_chunks() if isinstance(k, pa.ChunkedArray) else k
+                                                       for k in part_keys]
+    all_keys = pa.concat_arrays([c.cast(pa.string()) for c in chunks]) if chunks else pa.array([], pa.string())
+    enc = pc.dictionary_encode(all_keys)
+    idx = pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+    nprobe = len(probe) if probe is not None else 0
+    probe_idx, part_idx = idx[:nprobe], idx[nprobe:]
+    part_no = np.repeat(np.arange(len(tables)), lens)
+    rows = np.flatnonzero(part_idx >= 0)
+    order = rows[np.argsort(part_idx[rows], kind="stable")]
+    ks, ps = part_idx[order], part_no[order]
+    same = (ks[1:] == ks[:-1]) & (ps[1:] == ps[:-1])
+    if same.any():
+        at = int(np.flatnonzero(same)[0])
+        bad = enc.dictionary[int(ks[at])].as_py()
+        where = names[ps[at]] if names else f"part {ps[at]}"
+        raise SchemaError(f"Overlay {where} has duplicate keys: {[bad]} (O8).",
+                          hint="Each key may appear once per overlay file; remove or rewrite that file.")
+    if len(order):
+        starts = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]])
+    else:
+        starts = np.array([], dtype=np.int64)
+    group_keys = ks[starts]
+    big = np.iinfo(np.int64).max
+    seq = np.arange(len(order), dtype=np.int64)
+    out: dict[str, pa.Array] = {}
     for name in columns:
-        col = allrows[name]
-        valid = pc.is_valid(col).to_numpy(zero_copy_only=False)
-        rows = np.flatnonzero(valid)
-        winners = np.full(len(uniq), -1, dtype=np.int64)
-        if len(rows):
-            first_keys, first_pos = np.unique(idx[rows], return_index=True)
-            winners[first_keys] = rows[first_pos]
-        take = pa.array(winners, mask=winners < 0)
-        out.append(col.take(take))
-    return pa.Table.from_arrays(out, [key] + columns)
+        col = pa.concat_arrays([t.column(name).combine_chunks() for t in tables]) if tables else pa.array([])
+        valid = pc.is_valid(col).to_numpy(zero_copy_only=False)[order]
+        if len(starts):
+            first = np.minimum.reduceat(np.where(valid, seq, big), starts)
+            winner = np.where(first < big, order[np.minimum(first, max(len(order) - 1, 0))], -1)
+        else:
+            winner = np.array([], dtype=np.int64)
+        if probe is not None:
+            by_key = np.full(len(enc.dictionary), -1, dtype=np.int64)
+            by_key[group_keys] = winner
+            take = np.where(probe_idx >= 0, by_key[np.maximum(probe_idx, 0)], -1)
+        else:
+            take = winner
+        out[name] = col.take(pa.array(take, mask=take < 0))
+    keys = probe if probe is not None else enc.dictionary.take(pa.array(group_keys))
+    return keys, out
+
+
+def namespace_view(src: OverlaySource, columns: list[str] | None = None,
+                   keys_filter: pa.Array | None = None) -> pa.Table:
+    """O8/O9: one row per normalised key; columns = key (named `src.key`) + requested data columns."""
+    columns = src.data_columns() if columns is None else [c for c in columns if c in src.data_columns()]
+    tables, ordered = _newest_first_tables(src, columns, keys_filter)
+    keys, cols = merge_kernel(tables, src.key, columns, names=[str(p.path) for p in ordered])
+    return pa.Table.from_arrays([keys] + [cols[c] for c in columns], [src.key] + columns)
+
+
+def joined_columns(src: OverlaySource, columns: list[str], probe: pa.Array,
+                   keys_filter: pa.Array | None = None) -> dict[str, pa.Array]:
+    """O10: the namespace view LEFT JOINed onto `probe` (normalised base keys), aligned row for row."""
+    tables, ordered = _newest_first_tables(src, columns, keys_filter)
+    _keys, cols = merge_kernel(tables, src.key, columns, probe=probe, names=[str(p.path) for p in ordered])
+    return cols
