@@ -1,9 +1,7 @@
 """Base-table rewrites (S9, M1, L6) and auto-freeze (R13, R14)."""
 from __future__ import annotations
 
-import os
 import shutil
-from pathlib import Path
 from typing import Callable, Iterator
 
 import pyarrow as pa
@@ -15,7 +13,7 @@ from .errors import SchemaError, SequencesError
 from .layout import DatasetPaths
 from .overlays.files import file_metadata
 from .registry.registry import Registry, hash_registry, load_registry, write_freeze_file
-from .storage.atomic import atomic_path, crash_point, fsync_dir
+from .storage.atomic import atomic_path, crash_point
 
 
 def base_metadata(paths: DatasetPaths) -> dict[str, str]:
@@ -63,12 +61,9 @@ def rewrite_base(paths: DatasetPaths, schema: pa.Schema, batches: Callable[[], I
                     writer.write_batch(batch.cast(schema.remove_metadata()) if batch.schema != schema else batch)
                     rows += batch.num_rows
         try:
-            paths.snapshots.mkdir(parents=True, exist_ok=True)
             snap = paths.snapshots / f"records-{snapshot_stamp()}.parquet"
-            snap_tmp = snap.with_name(snap.name + ".tmp")
-            shutil.copyfile(tmp, snap_tmp)
-            with atomic_path(snap, snap_tmp, label=f"{label}-snapshot"):
-                pass
+            with atomic_path(snap, label=f"{label}-snapshot") as snap_tmp:
+                shutil.copyfile(tmp, snap_tmp)
         except OSError as exc:
             raise SequencesError(f"Snapshot write failed: {exc}", hint="Check free space and permissions.") from exc
         crash_point(f"{label}:after-snapshot")

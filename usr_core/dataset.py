@@ -17,7 +17,7 @@ from .contract import (ARROW_SCHEMA, META_DATASET_CREATED_AT, STATE_NS, TOMBSTON
 from .errors import SchemaError, SequencesError
 from .layout import DatasetPaths, dataset_paths, normalize_dataset_id
 from .overlays import write as ow
-from .overlays.files import OverlaySource, discover_overlays, find_overlay, overlay_metadata
+from .overlays.files import discover_overlays, file_metadata, find_overlay, overlay_metadata
 from .overlays.inputs import read_input
 from .overlays.merge import check_key_name
 from .records import AddSequencesResult, existing_ids_mask, prepare_rows
@@ -184,7 +184,7 @@ class Dataset:
     def _require_gate(self, op: str) -> dict:
         if self._maintenance is None:
             raise SchemaError(f"{op} is a maintenance-only operation (X1).",
-                              hint=f"Run it inside `with ds.maintenance(reason=...):` or via `usr maintenance`.")
+                              hint="Run it inside `with ds.maintenance(reason=...):` or via `usr maintenance`.")
         return self._maintenance
 
     def _registry(self, required: bool = True):
@@ -238,7 +238,7 @@ class Dataset:
         pf = pq.ParquetFile(self.paths.records)
         schema = pf.schema_arrow
         check_essentials(schema, self.paths.records)
-        meta = m1_metadata(ev_meta(schema), self._hash())
+        meta = m1_metadata(file_metadata(schema), self._hash())
         out_schema = schema.remove_metadata()
         extra = [f for f in out_schema if f.name not in new.column_names]
         if extra:
@@ -611,12 +611,6 @@ class Dataset:
         from .maintenance import project
 
         return project.project_overlay(src, self, namespace, **kw)
-
-
-def ev_meta(schema: pa.Schema) -> dict[str, str]:
-    from .overlays.files import file_metadata
-
-    return file_metadata(schema)
 
 
 def _existing_dups(table: pa.Table, dup: pa.Array):

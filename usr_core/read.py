@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .contract import STATE_NS, TOMBSTONE_COLUMNS, TOMBSTONE_NS
+from .contract import TOMBSTONE_COLUMNS, TOMBSTONE_NS
 from .errors import SchemaError, SequencesError
 from .layout import DatasetPaths
 from .overlays.files import OverlaySource, discover_overlays

@@ -14,15 +14,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..contract import MUTATION_RESERVED_NAMESPACES, PARQUET_COMPRESSION, REQUIRED_COLUMNS, ts
+from ..contract import MUTATION_RESERVED_NAMESPACES, REQUIRED_COLUMNS, ts
 from ..errors import NamespaceError, SchemaError
 from ..layout import check_namespace_name
-from ..registry.registry import Registry, hash_registry, load_registry, namespace_contract_hash
+from ..registry.registry import Registry, hash_registry, namespace_contract_hash
 from ..registry.types import conforms, parse_type
-from ..storage.atomic import crash_point, fsync_dir, publish, write_bytes, write_parquet
-from .files import find_overlay, list_part_paths, new_part_name, overlay_metadata
-from .inputs import coerce_column, read_input
-from .merge import check_key_name, normalize_keys
+from ..storage.atomic import crash_point, fsync_dir, write_bytes, write_parquet
+from .files import find_overlay, list_part_paths, new_part_name, overlay_metadata  # noqa: F401 (re-export)
+from .inputs import coerce_column
+from .merge import normalize_keys
 
 ATTACH_ARG_KEYS = {"namespace", "key", "rows_incoming", "rows_matched", "rows_missing", "allow_overwrite", "note"}
 PART_ARG_KEYS = {"namespace", "key", "columns", "rows_incoming", "rows_matched", "rows_written", "rows_missing",
