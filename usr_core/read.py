@@ -38,6 +38,9 @@ def base_schema(paths: DatasetPaths) -> pa.Schema:
 
 def check_conformance(src: OverlaySource, reg: Registry) -> None:
     """O11: every data column registered under the overlay's namespace with a conforming type."""
+    if src.key is None:
+        raise SchemaError(f"Overlay {src.path} is missing usr:overlay_key metadata (O11).",
+                          hint="Rewrite the overlay with USR or run overlay-refresh-metadata.")
     if src.namespace not in reg:
         raise SchemaError(f"Overlay {src.path} belongs to unregistered namespace {src.namespace!r} (O11).",
                           hint=f"Register it: `usr namespace register {src.namespace} --columns ...`.")

@@ -127,10 +127,10 @@ def merge_cmd(dest, src, columns_mode, if_duplicate, coerce_overlap, carry, avoi
     dest_id, src_id = resolve_dataset(dest), resolve_dataset(src)
     d = dataset(dest_id)
     status(f"merging {src_id} into {dest_id}", fmt)
-    with d.maintenance(reason=_reason(reason, "merge")):
-        preview = merge(root, dest_id, src_id, columns_mode=columns_mode, duplicate_policy=if_duplicate,
-                        coerce_overlap=coerce_overlap, avoid_casefold_dups=avoid_casefold_dups,
-                        carry_namespaces=list(carry) or None, dry_run=dry_run)
+    # merge opens the maintenance gate on dest itself (X1) with this reason
+    preview = merge(root, dest_id, src_id, columns_mode=columns_mode, duplicate_policy=if_duplicate,
+                    coerce_overlap=coerce_overlap, avoid_casefold_dups=avoid_casefold_dups,
+                    carry_namespaces=list(carry), dry_run=dry_run, reason=_reason(reason, "merge"))
     if not dry_run:
         d.append_meta_note(f"Merged {src_id} into {dest_id}", command_line())
     _report(preview, fmt, f"merge {src_id} -> {dest_id}{' (dry run)' if dry_run else ''}:")
@@ -172,7 +172,7 @@ def overlay_project_cmd(src, dest, namespace, src_join, dest_join, columns, no_o
     src_id, dest_id = resolve_dataset(src), resolve_dataset(dest)
     d = dataset(dest_id)
     cols = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
-    result = d.project_overlay(src=src_id, namespace=namespace, src_join=src_join, dest_join=dest_join, columns=cols,
+    result = d.project_overlay(src_id, namespace, src_join=src_join, dest_join=dest_join, columns=cols,
                                overwrite=not no_overwrite, allow_missing=allow_missing, dry_run=dry_run)
     _report(result, fmt, f"overlay-project {namespace}: {src_id} -> {dest_id}{' (dry run)' if dry_run else ''}:")
 

@@ -41,20 +41,10 @@ def _records(root: Path, ds_id: str) -> bool:
     return (root / ds_id / "records.parquet").is_file()
 
 
-def _id_from_meta(dir_: Path) -> str | None:
-    """L10: the first line of meta.md is `name: <id>`."""
-    meta = dir_ / "meta.md"
-    try:
-        with meta.open(encoding="utf-8") as fh:
-            first = fh.readline().strip()
-    except OSError:
-        return None
-    if not first.startswith("name:"):
-        return None
-    return first[len("name:"):].strip() or None
-
-
 def _from_path(root: Path, arg: str) -> str | None:
+    """A dataset dir or its records.parquet; Dataset.open checks meta.md's `name: <id>` (L10)."""
+    from .. import Dataset
+
     p = Path(arg).expanduser()
     if not p.exists():
         return None
@@ -63,18 +53,13 @@ def _from_path(root: Path, arg: str) -> str | None:
         p = p.parent
     if not p.is_dir():
         return None
-    ds_id = _id_from_meta(p)
-    if ds_id is None:
-        raise DatasetNotFound(f"{arg!r} is not a USR dataset directory (meta.md must start with 'name: <id>').",
+    if not (p / "meta.md").is_file():
+        raise DatasetNotFound(f"{arg!r} is not a USR dataset directory (no meta.md).",
                               hint="Pass a dataset id or the directory of a dataset under the root.")
     try:
-        ds_id = normalize_dataset_id(ds_id)
+        return Dataset.open(root, p).name
     except SequencesError as exc:
-        raise DatasetNotFound(f"{arg!r}: meta.md names an invalid dataset id: {exc}") from None
-    if (root / ds_id).resolve() != p:
-        raise DatasetNotFound(f"{arg!r} is dataset {ds_id!r} by its meta.md, but it is not {root / ds_id}.",
-                              hint="Check --root / USR_ROOT: the dataset must live at <root>/<id>.")
-    return ds_id
+        raise DatasetNotFound(str(exc), hint=exc.hint) from None
 
 
 def infer_from_cwd(root: Path) -> str | None:

@@ -1,6 +1,7 @@
 """Overlay discovery, metadata and part names (L5, L7, L8, M2, M3)."""
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,8 @@ from ..contract import (META_NAMESPACE_CONTRACT_HASH, META_OVERLAY_CREATED_AT, M
                         META_OVERLAY_NAMESPACE, META_REGISTRY_HASH, stamp)
 from ..errors import SchemaError
 from ..layout import PART_GLOB, DatasetPaths
+
+META_COMPACTED_PARTS = "usr:compacted_parts"  # X2 crash recovery: part names folded into a compact file
 
 
 def file_metadata(schema: pa.Schema) -> dict[str, str]:
@@ -99,8 +102,21 @@ def list_part_paths(parts_dir: Path) -> list[Path]:
     return sorted(p for p in parts_dir.glob(PART_GLOB) if p.is_file())
 
 
+def _folded_by_compact(compact: Path, part_paths: list[Path]) -> bool:
+    """Recovery rule (docs/reliability.md): an interrupted compaction left its compact file and
+    some of the parts it folded.  The compact file lists them in `usr:compacted_parts`; when every
+    remaining part name is listed, the compaction finished and the parts only await deletion."""
+    if not part_paths or not compact.is_file():
+        return False
+    try:
+        folded = json.loads(_load_part(compact).meta.get(META_COMPACTED_PARTS) or "null")
+    except (SchemaError, ValueError):  # vanished (promoted) or unreadable: not a finished compaction
+        return False
+    return isinstance(folded, list) and {p.name for p in part_paths} <= set(map(str, folded))
+
+
 def discover_overlays(paths: DatasetPaths) -> list[OverlaySource]:
-    """L8 (sorted by name), enforcing L7 (one source per namespace)."""
+    """L8 (sorted by name), enforcing L7 (one source per namespace) except for finished compactions."""
     derived = paths.derived
     if not derived.is_dir():
         return []
@@ -115,7 +131,7 @@ def discover_overlays(paths: DatasetPaths) -> list[OverlaySource]:
             src = OverlaySource(ns, "compact", entry, [part])
         elif entry.is_dir():
             part_paths = list_part_paths(entry)
-            if not part_paths:
+            if not part_paths or _folded_by_compact(derived / f"{name}.parquet", part_paths):
                 continue
             parts = [_load_part(p) for p in part_paths]
             ns = parts[0].meta.get(META_OVERLAY_NAMESPACE) or name
@@ -135,7 +151,7 @@ def find_overlay(paths: DatasetPaths, ns: str) -> OverlaySource | None:
     compact, parts_dir = paths.compact_overlay(ns), paths.parts_dir(ns)
     has_compact = compact.is_file()
     part_paths = list_part_paths(parts_dir)
-    if has_compact and part_paths:
+    if has_compact and part_paths and not _folded_by_compact(compact, part_paths):
         raise SchemaError(f"Namespace {ns!r} has both {compact.name} and parts in {parts_dir} (L7).",
                           hint=f"Remove {compact} and rerun the compaction, or remove the parts directory.")
     if has_compact:

@@ -18,10 +18,20 @@ import pyarrow.parquet as pq
 from ..contract import PARQUET_COMPRESSION
 
 
+_CRASH_HITS: dict[str, int] = {}
+
+
 def crash_point(name: str) -> None:
+    """Test-only: USR_CRASH_TRACE=<file> records each point; USR_CRASH_AT=<name> or <name>#<k> kills there."""
+    trace = os.environ.get("USR_CRASH_TRACE")
+    if trace:
+        with open(trace, "a", encoding="utf-8") as fh:
+            fh.write(name + "\n")
     target = os.environ.get("USR_CRASH_AT")
-    if target and target == name:
-        os.kill(os.getpid(), signal.SIGKILL)
+    if target:
+        hits = _CRASH_HITS[name] = _CRASH_HITS.get(name, 0) + 1
+        if target == name or target == f"{name}#{hits}":
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def fsync_dir(path: Path) -> None:

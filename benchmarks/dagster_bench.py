@@ -1,0 +1,85 @@
+"""Dagster in-process materialization of a namespace asset vs the direct usr_core call (issue 5, item 6).
+
+Both compute the same namespace (GC fraction of each record) from `id, sequence` and write one
+overlay part. Dagster side: `usr_dagster.usr_namespace` + `build_usr_definitions` (built in the
+untimed setup, as at code-location load), then `dagster.materialize` with an ephemeral instance —
+"cold" is the first run in a fresh process, "warm" a second run after one untimed run.
+"""
+from __future__ import annotations
+
+import shutil
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .steps import _ds, step
+
+NS = "benchdg"
+COLUMNS = [{"name": f"{NS}__gc", "type": "float64"}]
+
+
+def gc(records: pa.Table) -> pa.Table:
+    """GC fraction of each sequence (benchmark namespace)."""
+    seq = records["sequence"]
+    frac = pc.divide(pc.cast(pc.count_substring_regex(seq, "[GC]"), pa.float64()),
+                     pc.cast(pc.utf8_length(seq), pa.float64()))
+    return pa.table({"id": records["id"], f"{NS}__gc": frac})
+
+
+@step
+def dagster_direct(a):
+    ds = _ds(a)
+
+    def run():
+        table = ds.read_table(columns=["id", "sequence"], include_overlays=False)
+        return {"rows": ds.write_overlay_part(NS, gc(table))}
+    return run
+
+
+def _materializer(a):
+    import dagster as dg
+    from usr_dagster import UsrResource, build_usr_definitions, usr_namespace
+
+    spec = usr_namespace(NS, columns={"gc": "float64"}, owner="bench")(gc)
+    defs = build_usr_definitions(a["root"], [spec], datasets=[a["name"]])
+    key = dg.AssetKey([*a["name"].split("/"), NS])
+    assets = [x for x in defs.assets if getattr(x, "key", None) == key]
+    resources = {"usr": UsrResource(root=a["root"])}
+    instance = dg.DagsterInstance.ephemeral()
+
+    def run():
+        res = dg.materialize(assets, instance=instance, resources=resources, raise_on_error=True)
+        return {"success": bool(res.success)}
+    return run
+
+
+@step
+def dagster_cold(a):
+    return _materializer(a)
+
+
+@step
+def dagster_warm(a):
+    run = _materializer(a)
+    run()
+    return run
+
+
+def run(built, runs, scratch) -> list[dict]:
+    from .scenarios import _on_copy, measure
+
+    try:
+        import usr_dagster  # noqa: F401
+        from usr_dagster import build_usr_definitions, usr_namespace  # noqa: F401
+    except ImportError as exc:
+        return [{"status": "n/a", "ratio": None, "target": "<= 0.5 s overhead", "met": None,
+                 "note": f"usr_dagster has no namespace-asset factory ({exc})"}]
+    b = built[min(built)]
+    m = measure({"ours_direct": _on_copy(b, "dagster_direct", "dgd"),
+                 "dagster_cold": _on_copy(b, "dagster_cold", "dgc"),
+                 "dagster_warm": _on_copy(b, "dagster_warm", "dgw")}, runs)
+    over = m["dagster_cold"]["seconds"] - m["ours_direct"]["seconds"]
+    warm = m["dagster_warm"]["seconds"] - m["ours_direct"]["seconds"]
+    return [{"n": b.n, "measurements": m, "ratio": m["dagster_cold"]["seconds"] / m["ours_direct"]["seconds"],
+             "ratio_def": "dagster materialize (cold) / direct usr_core", "overhead_s": over,
+             "overhead_warm_s": warm, "target": "<= 0.5 s overhead", "met": over <= 0.5}]

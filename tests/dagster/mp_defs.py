@@ -1,0 +1,10 @@
+"""Code location for the multiprocess test, loaded by `dagster job execute -f` (children rebuild it from this file)."""
+import os
+
+import dagster as dg
+
+from usr_dagster import build_usr_definitions
+from usr_dagster.demo.namespaces import gc, orf
+
+defs = build_usr_definitions(os.environ["USR_TEST_ROOT"], [gc, orf],
+                             executor=dg.multiprocess_executor.configured({"max_concurrent": 4}))

@@ -1,0 +1,108 @@
+"""overlay-compact (X2): collapse an overlay's parts into `_derived/<ns>.parquet` by O9.
+
+Crash safety: the compact file records the names of the parts it folded (`usr:compacted_parts`).
+A compact file beside a parts directory whose parts are all listed there is a finished compaction
+whose parts await deletion: readers use the compact file (overlays.files), and the next writer,
+compaction, removal or refresh deletes the parts (`finish_pending_compaction`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+from ..contract import (META_NAMESPACE_CONTRACT_HASH, META_OVERLAY_CREATED_AT, META_OVERLAY_KEY,
+                        META_OVERLAY_NAMESPACE, META_REGISTRY_HASH, RESERVED_NAMESPACES, ts)
+from ..errors import SchemaError
+from ..layout import DatasetPaths, check_namespace_name
+from ..overlays.files import META_COMPACTED_PARTS, _folded_by_compact, find_overlay, list_part_paths
+from ..overlays.merge import check_key_name, namespace_view
+from ..read import check_conformance
+from ..registry.registry import hash_registry, namespace_contract_hash
+from ..storage.atomic import crash_point, fsync_dir, write_parquet
+
+
+def finish_pending_compaction(paths: DatasetPaths, ns: str) -> bool:
+    """Delete parts already folded into the compact file (call under the dataset lock)."""
+    parts_dir = paths.parts_dir(ns)
+    if not _folded_by_compact(paths.compact_overlay(ns), list_part_paths(parts_dir)):
+        return False
+    delete_parts_dir(parts_dir)
+    return True
+
+
+def delete_parts_dir(parts_dir: Path) -> None:
+    """Remove a parts directory: one atomic rename to a hidden L9 name (readers ignore it), then delete.
+
+    A crash never leaves a readable subset of the parts; hidden leftovers are swept on the next call."""
+    derived = parts_dir.parent
+    if parts_dir.is_dir():
+        hidden = derived / f".{parts_dir.name}.rollback-{uuid.uuid4().hex}"
+        os.rename(parts_dir, hidden)
+        fsync_dir(derived)
+        crash_point("parts-delete:after-rename")
+    for leftover in derived.glob(f".{parts_dir.name}.rollback-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def check_namespace_arg(ns: str) -> str:
+    if ns in RESERVED_NAMESPACES:
+        return ns
+    return check_namespace_name(ns, allow_reserved=False)
+
+
+def compact_overlay(ds, ns: str) -> Path:
+    gate = ds._require_gate("overlay-compact")
+    check_namespace_arg(ns)
+    ds._require()
+    paths = ds.paths
+    with ds.lock():
+        ds._require()
+        compact, parts_dir = paths.compact_overlay(ns), paths.parts_dir(ns)
+        part_paths = list_part_paths(parts_dir)
+        leftovers = list(paths.derived.glob(f".{ns}.rollback-*")) if paths.derived.is_dir() else []
+        if compact.is_file() and (_folded_by_compact(compact, part_paths) or (leftovers and not part_paths)):
+            reg = ds._registry(required=True)
+            ds._freeze(reg)
+            delete_parts_dir(parts_dir)
+            ds.log_event("compact_overlay", args={"namespace": ns, "archived": None, "resumed": True,
+                                                  "maintenance_reason": gate.get("reason")},
+                         target_path=compact)
+            return compact
+        if not part_paths:
+            raise SchemaError(f"Overlay parts not found for namespace {ns!r} in {parts_dir} (X2).",
+                              hint="Only part overlays (written with write_overlay_part) can be compacted.")
+        if compact.is_file():
+            raise SchemaError(f"Overlay file already exists: {compact} (X2, L7).",
+                              hint=f"Remove {compact} (or the parts directory) and rerun the compaction.")
+        reg = ds._registry(required=True)
+        ds._freeze(reg)
+        src = find_overlay(paths, ns)
+        if src.key is None:
+            raise SchemaError(f"Overlay parts of {ns!r} are missing usr:overlay_key metadata (X2).",
+                              hint="Remove the parts without metadata or rewrite them with USR.")
+        check_key_name(src.key)
+        if ns not in RESERVED_NAMESPACES:
+            check_conformance(src, reg)
+        view = namespace_view(src)  # O9: the one newest-non-null kernel, shared with reads
+        meta = dict(src.first.meta)
+        meta[META_OVERLAY_NAMESPACE] = meta.get(META_OVERLAY_NAMESPACE) or ns
+        meta[META_OVERLAY_KEY] = src.key
+        meta[META_OVERLAY_CREATED_AT] = ts()
+        meta[META_REGISTRY_HASH] = hash_registry(reg)
+        if ns in RESERVED_NAMESPACES:
+            meta.pop(META_NAMESPACE_CONTRACT_HASH, None)
+        else:
+            meta[META_NAMESPACE_CONTRACT_HASH] = namespace_contract_hash(reg, ns)
+        meta[META_COMPACTED_PARTS] = json.dumps([p.path.name for p in src.parts])
+        view = view.replace_schema_metadata(None)
+        write_parquet(compact, view, tmp=paths.compact_overlay_tmp(ns), label="compact", metadata=meta)
+        crash_point("compact:before-delete-parts")
+        delete_parts_dir(parts_dir)
+        crash_point("compact:after-delete-parts")
+        ds.log_event("compact_overlay", args={"namespace": ns, "archived": None, "parts": len(src.parts),
+                                              "rows": view.num_rows, "maintenance_reason": gate.get("reason")},
+                     metrics={"parts": len(src.parts), "rows": view.num_rows}, target_path=compact)
+    return compact

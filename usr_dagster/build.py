@@ -1,0 +1,71 @@
+"""build_usr_definitions: a USR root becomes a Dagster code location."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from dagster import (AssetSelection, AutomationCondition, AutomationConditionSensorDefinition, DefaultSensorStatus,
+                     Definitions, FilesystemIOManager, define_asset_job, in_process_executor)
+
+from usr_core import discover_datasets, load_registry
+
+from .assets import UsrNamespace, external_namespace_spec, namespace_asset, records_asset
+from .checks import dataset_check, namespace_checks
+from .common import RESERVED, namespace_key, overlay_namespaces, records_key
+from .io_manager import UsrIOManager
+from .jobs import OP_IO, compaction_schedule, maintenance_jobs
+from .resources import UsrResource
+from .sensors import event_log_sensor
+
+
+def build_usr_definitions(root, namespaces: list[UsrNamespace] | tuple = (), *, datasets=None,
+                          part_threshold: int = 8, bytes_threshold: int = 0, compaction_cron: str = "0 3 * * *",
+                          running: bool = False, automation_condition: AutomationCondition | None = None,
+                          executor=in_process_executor, sensor_interval: int = 15) -> Definitions:
+    """Read registry.yaml and discover datasets/overlays under `root` (L3, L8).
+
+    Assets: `<dataset>/records` (observable) for each dataset; `<dataset>/<ns>` for each namespace function
+    that applies to the dataset (materializable) and for each other overlay found on disk (external).
+    `running=True` starts the event sensor, the automation sensor and the compaction schedule by default.
+    New datasets/namespaces appear when the code location reloads (definitions are read from disk at load)."""
+    root = str(Path(root).resolve())
+    reg = load_registry(root, False) or {}
+    names = discover_datasets(root) if datasets is None else list(datasets)
+    assets, checks, ns_keys = [], [], []
+    for dataset in names:
+        assets.append(records_asset(root, dataset))
+        checks.append(dataset_check(dataset))
+        defined = set()
+        for spec in namespaces:
+            if spec.applies_to(dataset):
+                assets.append(namespace_asset(root, dataset, spec, reg, automation_condition=automation_condition))
+                defined.add(spec.name)
+        on_disk = [ns for ns in overlay_namespaces(Path(root) / dataset) if ns not in RESERVED]
+        for ns in on_disk:
+            if ns not in defined:
+                assets.append(external_namespace_spec(root, dataset, ns, reg))
+        for ns in sorted(defined | set(on_disk)):
+            checks.append(namespace_checks(dataset, ns, part_threshold=part_threshold,
+                                           bytes_threshold=bytes_threshold))
+        ns_keys.extend(namespace_key(dataset, ns) for ns in sorted(defined))
+
+    jobs = maintenance_jobs(names, part_threshold=part_threshold, bytes_threshold=bytes_threshold)
+    if names:
+        jobs.append(define_asset_job("usr_observe_records", selection=AssetSelection.assets(
+            *[records_key(d) for d in names]), description="Observe every dataset's records (data versions, G1)."))
+    if ns_keys:
+        jobs.append(define_asset_job("usr_namespaces", selection=AssetSelection.assets(*ns_keys),
+                                     description="Materialize every derived namespace of every dataset."))
+    schedules = [compaction_schedule(jobs[0], compaction_cron, running)] if names else []
+    known = {records_key(d) for d in names} | {a.key for a in assets if hasattr(a, "key") and
+                                                 not isinstance(a.key, property)}
+    known |= {k for a in assets if hasattr(a, "keys") for k in a.keys}
+    sensors = [event_log_sensor(root, known_keys=frozenset(known), running=running, interval=sensor_interval)]
+    if automation_condition is not None:
+        sensors.append(AutomationConditionSensorDefinition(
+            "usr_automation_sensor", target=AssetSelection.all(),
+            default_status=DefaultSensorStatus.RUNNING if running else DefaultSensorStatus.STOPPED))
+    return Definitions(
+        assets=assets, asset_checks=checks, jobs=jobs, schedules=schedules, sensors=sensors, executor=executor,
+        resources={"usr": UsrResource(root=root), "io_manager": UsrIOManager(root=root),
+                   OP_IO: FilesystemIOManager()},
+    )

@@ -1,0 +1,1 @@
+"""The USR demo: seeded DNA datasets and derived namespaces."""
