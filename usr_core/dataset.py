@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -92,6 +93,7 @@ class Dataset:
         self.paths: DatasetPaths = dataset_paths(self.root, self.name)
         self.lock_timeout = lock_timeout
         self._locked = 0
+        self._lock_owner: int | None = None  # thread holding the lock: re-entry is per thread only
         self._maintenance: dict | None = None
         self._maintenance_actor = None
 
@@ -149,8 +151,8 @@ class Dataset:
     # ------------------------------------------------------------------ locking, freeze, events
     @contextlib.contextmanager
     def lock(self, timeout: float | None = None) -> Iterator[None]:
-        """A3: the dataset write lock (re-used when already held by this object)."""
-        if self._locked:
+        """A3: the dataset write lock (re-used when already held by this object in this thread)."""
+        if self._locked and self._lock_owner == threading.get_ident():
             self._locked += 1
             try:
                 yield
@@ -159,11 +161,11 @@ class Dataset:
             return
         self.paths.dir.mkdir(parents=True, exist_ok=True)
         with file_lock(self.paths.lock, timeout if timeout is not None else self.lock_timeout, what="dataset lock"):
-            self._locked = 1
+            self._locked, self._lock_owner = 1, threading.get_ident()
             try:
                 yield
             finally:
-                self._locked = 0
+                self._locked, self._lock_owner = 0, None
 
     @contextlib.contextmanager
     def write_session(self, timeout: float | None = None) -> Iterator[WriteSession]:
@@ -266,6 +268,7 @@ class Dataset:
             dup = existing_ids_mask(self.paths, table["id"].combine_chunks())
             if pc.any(dup).as_py():
                 raise _existing_dups(table, dup)
+            check_essentials(pq.read_schema(self.paths.records), self.paths.records)  # S9 before R14
             self._freeze(reg, actor)
             if table.num_rows:
                 self._append_rows(table)
@@ -293,6 +296,7 @@ class Dataset:
             skipped = len(ids) - table.num_rows
             if table.num_rows == 0:
                 return AddSequencesResult(0, skipped, ids)
+            check_essentials(pq.read_schema(self.paths.records), self.paths.records)  # S9 before R14
             self._freeze(reg, actor)
             self._append_rows(table)
             self.log_event("import_rows", args=args, metrics={"rows_written": table.num_rows,

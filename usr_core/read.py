@@ -21,6 +21,56 @@ from .registry.registry import Registry, load_registry
 from .registry.types import conforms
 
 
+# ---------------------------------------------------------------- consistent listings (issue 6 §2)
+_ATTEMPTS = 10
+
+
+def _listing(paths: DatasetPaths) -> tuple:
+    """(name, inode, mtime) of records.parquet and each top-level _derived entry (dot-names skipped).
+
+    Part appends do not change it; promotion, compaction, creation, removal and base rewrites do."""
+    out = []
+    for p in [paths.records] + (sorted(paths.derived.iterdir()) if paths.derived.is_dir() else []):
+        if p.name.startswith("."):
+            continue
+        try:
+            st = p.stat()
+            out.append((p.name, st.st_ino, st.st_mtime_ns))
+        except FileNotFoundError:
+            out.append((p.name, None, None))
+    return tuple(out)
+
+
+def _vanished(exc: BaseException) -> bool:
+    while exc is not None:
+        if isinstance(exc, FileNotFoundError) or "No such file or directory" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def consistent(paths: DatasetPaths, build):
+    """Run `build()` until no writer replaced the base or an overlay's top-level file meanwhile.
+
+    Readers take no lock: a file listed and then promoted, compacted away or replaced raises
+    FileNotFoundError (retried), and a changed listing means the read may mix states (retried)."""
+    import time
+
+    for attempt in range(_ATTEMPTS):
+        before = _listing(paths)
+        try:
+            result = build()
+        except Exception as exc:
+            if attempt + 1 == _ATTEMPTS or not _vanished(exc):
+                raise
+            time.sleep(0.01 * (attempt + 1))
+            continue
+        if _listing(paths) == before or attempt + 1 == _ATTEMPTS:
+            return result
+        time.sleep(0.005 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
 def not_initialized(paths: DatasetPaths) -> SequencesError:
     return SequencesError(f"Dataset not initialized: {paths.name!r} (no {paths.records}).",
                           hint=f"Create it with `usr init {paths.name}` or check --root / USR_ROOT.")
@@ -185,15 +235,18 @@ class _Joined:
 
 def scan(paths: DatasetPaths, *, columns=None, include_overlays=True, include_deleted=False,
          batch_size: int = 65536, registry: Registry | None = None) -> Iterator[pa.RecordBatch]:
-    plan = plan_read(paths, columns, include_overlays, include_deleted, registry)
-    pf = pq.ParquetFile(paths.records)
-    read_cols = plan.base_read
-    needs_keys = plan.overlays or plan.tombstones is not None
-    key_cols = sorted({"id" if s.key == "id" else "sequence" for s, _ in plan.overlays}
-                      | ({"id"} if plan.tombstones is not None else set()))
-    joined = _Joined(plan, pf.read(columns=key_cols), keys_filter=False) if needs_keys else None
+    def prepare():
+        plan = plan_read(paths, columns, include_overlays, include_deleted, registry)
+        pf = pq.ParquetFile(paths.records)  # the open handle survives a later replacement of the file
+        needs_keys = plan.overlays or plan.tombstones is not None
+        key_cols = sorted({"id" if s.key == "id" else "sequence" for s, _ in plan.overlays}
+                          | ({"id"} if plan.tombstones is not None else set()))
+        joined = _Joined(plan, pf.read(columns=key_cols), keys_filter=False) if needs_keys else None
+        return plan, pf, joined
+
+    plan, pf, joined = consistent(paths, prepare)
     start = 0
-    for batch in pf.iter_batches(batch_size=batch_size, columns=read_cols):
+    for batch in pf.iter_batches(batch_size=batch_size, columns=plan.base_read):
         if joined is None:
             out = pa.Table.from_batches([batch]).select(plan.out_columns)
         else:
@@ -205,8 +258,7 @@ def scan(paths: DatasetPaths, *, columns=None, include_overlays=True, include_de
 
 
 def read_table(paths: DatasetPaths, **kwargs) -> pa.Table:
-    plan_schema = None
-    batches = list(scan(paths, **kwargs))
+    batches = consistent(paths, lambda: list(scan(paths, **kwargs)))
     if batches:
         return pa.Table.from_batches(batches)
     plan_schema = output_schema(paths, kwargs.get("columns"), kwargs.get("include_overlays", True),
@@ -216,6 +268,10 @@ def read_table(paths: DatasetPaths, **kwargs) -> pa.Table:
 
 def output_schema(paths: DatasetPaths, columns=None, include_overlays=True, include_deleted=False) -> pa.Schema:
     """The merged schema without reading data (types from file footers)."""
+    return consistent(paths, lambda: _output_schema(paths, columns, include_overlays, include_deleted))
+
+
+def _output_schema(paths, columns, include_overlays, include_deleted) -> pa.Schema:
     plan = plan_read(paths, columns, include_overlays, include_deleted)
     schema = base_schema(paths)
     types = {f.name: f.type for f in schema}
@@ -230,6 +286,10 @@ def output_schema(paths: DatasetPaths, columns=None, include_overlays=True, incl
 def head(paths: DatasetPaths, n: int = 10, *, columns=None, include_overlays=True, include_deleted=False,
          registry: Registry | None = None) -> pa.Table:
     """O12: the first n visible rows in base order, reading only as many base batches as needed."""
+    return consistent(paths, lambda: _head(paths, n, columns, include_overlays, include_deleted, registry))
+
+
+def _head(paths, n, columns, include_overlays, include_deleted, registry) -> pa.Table:
     plan = plan_read(paths, columns, include_overlays, include_deleted, registry)
     pf = pq.ParquetFile(paths.records)
     taken: list[pa.Table] = []
@@ -252,6 +312,10 @@ def head(paths: DatasetPaths, n: int = 10, *, columns=None, include_overlays=Tru
 
 def get_rows(paths: DatasetPaths, ids: list[str], *, columns=None, include_deleted=False) -> pa.Table:
     """Rows for the given ids (any order), using a filtered base read."""
+    return consistent(paths, lambda: _get_rows(paths, ids, columns, include_deleted))
+
+
+def _get_rows(paths, ids, columns, include_deleted) -> pa.Table:
     plan = plan_read(paths, columns, True, include_deleted)
     read_cols = list(dict.fromkeys(plan.base_read + ["id"]))
     base = pq.read_table(paths.records, columns=read_cols, filters=pc.field("id").isin(ids))

@@ -131,3 +131,44 @@ def test_C5_event_log_garden_write_needs_acknowledgement(usr, demo):
     before = log.read_bytes()
     assert usr("maintenance", "event-log-garden", "demo", "--write").returncode == 2
     assert log.read_bytes() == before
+
+
+MAPPING_CODE = """
+import sys, click
+from usr_core.cli import main as m
+from usr_core.errors import DuplicateIDError, LockTimeoutError
+
+RAISE = {
+    "exists": lambda: FileExistsError("target exists"),
+    "missing": lambda: FileNotFoundError("no such file"),
+    "lock": lambda: LockTimeoutError("dataset lock busy", hint="retry later"),
+    "dup": lambda: DuplicateIDError("2 duplicate ids", groups=[("abc", 2, [1, 2], "ACGT")]),
+    "other": lambda: RuntimeError("boom"),
+    "interrupt": lambda: KeyboardInterrupt(),
+}
+
+@m.cli.command("raise")
+@click.argument("kind")
+def raise_cmd(kind):
+    raise RAISE[kind]()
+
+m.main(["raise", sys.argv[1]])
+"""
+
+
+def test_C5_exception_to_exit_code_mapping(usr):
+    """[C5] FileExistsError -> 3, FileNotFoundError -> 4, SequencesError -> 2 (with Hint and duplicate groups),
+    interrupt -> 130, anything else -> 1; always one `ERROR:` line first."""
+    import subprocess
+    import sys
+
+    expected = {"exists": 3, "missing": 4, "lock": 2, "dup": 2, "other": 1, "interrupt": 130}
+    for kind, code in expected.items():
+        res = subprocess.run([sys.executable, "-c", MAPPING_CODE, kind], capture_output=True, text=True, timeout=60)
+        assert res.returncode == code, (kind, res.returncode, res.stderr)
+        if kind != "interrupt":
+            assert res.stderr.startswith("ERROR: "), (kind, res.stderr)
+    res = subprocess.run([sys.executable, "-c", MAPPING_CODE, "dup"], capture_output=True, text=True, timeout=60)
+    assert "id=abc, count=2" in res.stderr
+    res = subprocess.run([sys.executable, "-c", MAPPING_CODE, "lock"], capture_output=True, text=True, timeout=60)
+    assert res.stderr.splitlines()[1] == "Hint: retry later"

@@ -276,3 +276,24 @@ def test_E8_append_only(ds):
     ds.tombstone([IDS[0]])
     after = ds.events_path.read_bytes()
     assert after.startswith(before) and after.count(b"\n") == before.count(b"\n") + 1
+
+
+def test_E8_failed_append_truncates_to_prior_length(ds):
+    """[E8] a write that fails midway (file size limit in a real process) is truncated back: no partial line."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    code = ("import os, resource, signal, sys\nfrom usr_core import Dataset\n"
+            "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+            "ds = Dataset(sys.argv[1], 'demo')\n"
+            "size = os.path.getsize(ds.events_path)\n"
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (size + 50, size + 50))\n"
+            "try:\n    ds.log_event('custom', args={'pad': 'x' * 400})\n"
+            "except OSError as exc:\n    print('failed', exc.errno)\n")
+    before = ds.events_path.read_bytes()
+    res = subprocess.run([sys.executable, "-c", code, str(ds.root)], capture_output=True, text=True, timeout=60,
+                         cwd=str(Path(__file__).resolve().parents[2]))
+    assert res.stdout.startswith("failed"), res.stderr
+    assert ds.events_path.read_bytes() == before
+    ds.log_event("custom")
+    assert _events(ds)[-1]["action"] == "custom"

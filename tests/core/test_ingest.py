@@ -307,3 +307,30 @@ def test_L6_snapshot_per_rewrite_and_pruned_to_five(make_ds):
     assert all(re.fullmatch(r"records-\d{8}T\d{12}\.parquet", p.name) for p in snaps)
     newest = pq.read_table(snaps[-1])
     assert newest.equals(pq.read_table(ds.records_path))
+
+
+def test_S9_incompatible_schema_checked_before_auto_freeze(make_ds, root):
+    """[S9] [R14] with a changed registry, a failing append must not restamp the base first."""
+    ds = make_ds(seqs=("ACGT",))
+    register_namespace(root, "other", "other__x:int64")  # registry_hash changes
+    t = pq.read_table(ds.records_path)
+    pq.write_table(t.set_column(4, "length", t["length"].cast(pa.int64())), ds.records_path)
+    before = tree_digest(root)
+    for call in (lambda: ds.import_rows([{"sequence": "GGGG"}]),
+                 lambda: ds.add_sequences(["GGGG"], bio_type="dna", alphabet="dna_4")):
+        with pytest.raises(SchemaError, match="incompatible schema"):
+            call()
+        assert tree_digest(root) == before
+
+
+def test_L6_snapshot_failure_aborts_write(make_ds, root):
+    """[L6] snapshot I/O failure aborts the write with SequencesError; records.parquet unchanged."""
+    ds = make_ds(seqs=("ACGT",))
+    for p in ds.snapshot_dir.iterdir():
+        p.unlink()
+    ds.snapshot_dir.rmdir()
+    ds.snapshot_dir.write_text("not a directory")
+    before = tree_digest(root)
+    with pytest.raises(SequencesError, match="(?i)snapshot"):
+        ds.import_rows([{"sequence": "GGGG"}])
+    assert tree_digest(root) == before

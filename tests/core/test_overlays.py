@@ -535,3 +535,27 @@ def test_U2_state_namespace_rejected_by_overlay_writers(ds, root):
         with pytest.raises(NamespaceError, match="reserved"):
             call()
     assert tree_digest(root) == before
+
+
+def test_O7_event_failure_unpublishes(ds, root):
+    """[O7] [E8] if the event append fails (file size limit in a real process), the overlay is unpublished."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    for i in range(6):  # grow the log so the size limit only bites the event append
+        ds.log_event("custom", args={"pad": "x" * 2000})
+    code = ("import os, resource, signal, sys\nimport pyarrow as pa\nfrom usr_core import Dataset\n"
+            "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+            "ds = Dataset(sys.argv[1], 'demo')\n"
+            "size = os.path.getsize(ds.events_path)\n"
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (size + 20, size + 20))\n"
+            "try:\n    ds.create_overlay('mock', pa.table({'id': [sys.argv[2]], 'mock__score': [1.0]}))\n"
+            "except OSError as exc:\n    print('failed', exc.errno)\n")
+    log_before = ds.events_path.read_bytes()
+    res = subprocess.run([sys.executable, "-c", code, str(ds.root), IDS[0]], capture_output=True, text=True,
+                         timeout=60, cwd=str(Path(__file__).resolve().parents[2]))
+    assert res.stdout.startswith("failed"), res.stdout + res.stderr
+    assert ds.events_path.read_bytes() == log_before
+    assert not (ds.dir / "_derived" / "mock").exists()
+    assert not [p for p in (ds.dir / "_derived").iterdir() if "staging" in p.name]
+    assert ds.create_overlay("mock", score_table(IDS[:1], [1.0])) == 1

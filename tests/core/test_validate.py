@@ -10,7 +10,7 @@ import pytest
 from conftest import FIXTURES, tree_digest
 from usr_core import (AlphabetError, Dataset, DuplicateIDError, NamespaceError, SchemaError, compute_id,
                       register_namespace, registry_hash)
-from usr_core.base import base_metadata, m1_metadata, write_base_table
+from usr_core.base import base_metadata, write_base_table
 
 SEQS = ("ACGT", "AACC", "GGTT", "TTAA")
 IDS = [compute_id("dna", s) for s in SEQS]

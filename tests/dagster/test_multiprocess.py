@@ -14,6 +14,7 @@ from usr_core import Dataset
 from usr_dagster.demo.namespaces import gc_fraction, longest_orf
 
 
+@pytest.mark.slow
 def test_A6_multiprocess_executor_parallel_namespace_assets(usr_root, tmp_path, monkeypatch):
     """[A6] [G3] one run, multiprocess executor, non-ephemeral SQLite instance: 4 namespace assets on 2 datasets
     in separate processes with overlapping steps; every part lands and every dataset validates."""
@@ -36,7 +37,7 @@ def test_A6_multiprocess_executor_parallel_namespace_assets(usr_root, tmp_path, 
     ends = {e.step_key: e for e in logs if e.dagster_event and e.dagster_event.event_type_value == "STEP_SUCCESS"}
     asset_steps = {k for k in starts if not k.startswith("check_")}
     assert asset_steps == {"beta__gc", "beta__orf", "grp__alpha__gc", "grp__alpha__orf"}
-    pids = {starts[k].pid for k in asset_steps}
+    pids = {starts[k].dagster_event.pid for k in asset_steps}
     assert len(pids) == 4 and run_id
     windows = sorted((starts[k].timestamp, ends[k].timestamp) for k in asset_steps)
     assert any(b[0] < a[1] for a, b in zip(windows, windows[1:])), f"steps never overlapped: {windows}"

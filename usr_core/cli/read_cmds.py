@@ -13,7 +13,7 @@ import click
 from ..layout import discover_datasets
 from .output import (emit_json, emit_mapping, emit_table, format_option, is_json, jsonable, status, table_columns,
                      table_rows, use_rich)
-from .resolve import dataset, get_root, resolve_dataset
+from .resolve import dataset, get_root
 
 ID_RE = re.compile(r"^[0-9a-f]{40}$")
 
@@ -276,8 +276,8 @@ def events_tail_cmd(ds, fmt, n, follow) -> None:
             with path.open("rb") as fh:
                 fh.seek(offset)
                 chunk = fh.read()
-            complete, _, _rest = chunk.rpartition(b"\n")
-            if not _:
+            complete, newline, _partial = chunk.rpartition(b"\n")
+            if not newline:  # only a partial line so far
                 continue
             offset += len(complete) + 1
             _print_events([x.decode("utf-8", "replace") for x in complete.split(b"\n")], fmt)

@@ -1,7 +1,6 @@
 """Root (C1) and dataset argument (C2) resolution."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
@@ -119,7 +118,3 @@ def command_line() -> str:
     import sys
 
     return shlex.join(["usr", *sys.argv[1:]])
-
-
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")

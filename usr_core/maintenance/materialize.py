@@ -1,7 +1,6 @@
 """materialize (X6): fold overlays into records.parquet through the one merged read (O10)."""
 from __future__ import annotations
 
-import shutil
 
 import pyarrow as pa
 import pyarrow.parquet as pq

@@ -15,7 +15,7 @@ from ..contract import (META_NAMESPACE_CONTRACT_HASH, META_OVERLAY_CREATED_AT, M
                         RESERVED_NAMESPACES, snapshot_stamp, stamp, ts)
 from ..errors import NamespaceError, SchemaError
 from ..layout import DatasetPaths, check_namespace_name
-from ..overlays.files import META_COMPACTED_PARTS, file_metadata, find_overlay, list_part_paths
+from ..overlays.files import META_COMPACTED_PARTS, find_overlay
 from ..overlays.merge import check_key_name
 from ..read import check_conformance
 from ..registry.registry import hash_registry, namespace_contract_hash

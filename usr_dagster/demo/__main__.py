@@ -19,12 +19,12 @@ telemetry:
   enabled: false
 concurrency:
   pools:
-    default_limit: 1        # one maintenance op per dataset at a time (pool usr_maintenance__<dataset>)
-run_queue:
-  max_concurrent_runs: 4
-  tag_concurrency_limits:
-    - key: "usr/maintenance" # maintenance jobs run one at a time
-      limit: 1
+    default_limit: 1          # one maintenance op per dataset at a time (pool usr_maintenance__<dataset>)
+  runs:
+    max_concurrent_runs: 4
+    tag_concurrency_limits:
+      - key: "usr/maintenance"  # maintenance jobs run one at a time
+        limit: 1
 """
 
 
