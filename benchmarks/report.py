@@ -53,7 +53,7 @@ def rows(doc: dict):
         for e in entries:
             label = LABELS.get(name, name)
             if "error" in e:
-                yield [label, "", "ERROR", "", "", "", "", "", e["error"].splitlines()[0][:100]]
+                yield [label, "", "ERROR", "", "", "", "", "", "", e["error"].splitlines()[0][:100]]
                 continue
             m = e.get("measurements") or {}
             ours_key = next((k for k in m if k.startswith("ours")), None)
@@ -63,12 +63,14 @@ def rows(doc: dict):
             ratio = "n/a" if e.get("ratio") is None else f"{e['ratio']:.2f}x"
             met = {True: "yes", False: "**no**", None: "—"}[e.get("met")]
             n = f"{e['n']:,}" if e.get("n") else ""
+            read = ours.get("read_bytes")
             yield [label, n, _fmt_s(ours.get("seconds")) if ours else e.get("status", "n/a"), others, ratio,
-                   e.get("ratio_def", e.get("note", "")), peaks, e.get("target") or "—", met]
+                   e.get("ratio_def", e.get("note", "")), peaks, "—" if read is None else f"{read / (1 << 20):,.1f}",
+                   e.get("target") or "—", met]
 
 
 HEADER = ["scenario", "N", "ours", "baselines / references", "ratio", "ratio of", "peak RSS MB (same order)",
-          "target", "met"]
+          "ours read MB", "target", "met"]
 
 
 def table(doc: dict) -> str:

@@ -12,7 +12,8 @@ from dagster import (AssetExecutionContext, AssetSpec, AutomationCondition, Data
 
 from usr_core import Dataset, ensure_registry_entries, load_registry, namespace_contract_hash
 
-from .common import KINDS, RECORDS, dagster_actor, dagster_md, namespace_key, records_key, records_version, safe_name
+from .common import (KINDS, RECORDS, dagster_actor, dagster_md, namespace_key, records_key, records_version,
+                     safe_name)
 from .resources import UsrResource
 from .writer import (arrow_type_string, column_lineage, column_schema, conform, namespace_result, to_arrow,
                      write_part)
@@ -161,8 +162,9 @@ def external_namespace_spec(root, dataset: str, ns: str, registry: dict, *, grou
         md.update(dagster_md(column_lineage=column_lineage(dataset, cols, "id", ())))
     return AssetSpec(key=namespace_key(dataset, ns), deps=[records_key(dataset)],
                      description=entry.get("description") or f"Namespace {ns} of {dataset} (written outside Dagster).",
-                     group_name=group or safe_name(dataset), kinds=set(KINDS), owners=dagster_owners(entry.get("owner")),
-                     code_version=contract[:12], metadata=md, tags={"usr/origin": "external"})
+                     group_name=group or safe_name(dataset), kinds=set(KINDS),
+                     owners=dagster_owners(entry.get("owner")), code_version=contract[:12], metadata=md,
+                     tags={"usr/origin": "external"})
 
 
 def namespace_asset(root, dataset: str, spec: UsrNamespace, registry: dict, *, group: str | None = None,

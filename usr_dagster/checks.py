@@ -6,8 +6,7 @@ import pyarrow.parquet as pq
 from dagster import (AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, asset_check,
                      multi_asset_check)
 
-from usr_core import Dataset, load_registry, namespace_contract_hash, registry_hash
-from usr_core.errors import SequencesError
+from usr_core import Dataset, SequencesError, load_registry, namespace_contract_hash, registry_hash
 
 from .common import RESERVED, namespace_key, overlay_sources, records_key, safe_name
 from .resources import UsrResource

@@ -135,5 +135,6 @@ def maintenance_jobs(datasets: list[str], *, part_threshold: int = 8, bytes_thre
 
 def compaction_schedule(compaction_job, cron: str = "0 3 * * *", running: bool = False) -> ScheduleDefinition:
     return ScheduleDefinition(name="usr_compaction_schedule", job=compaction_job, cron_schedule=cron,
-                              default_status=DefaultScheduleStatus.RUNNING if running else DefaultScheduleStatus.STOPPED,
+                              default_status=(DefaultScheduleStatus.RUNNING if running
+                                              else DefaultScheduleStatus.STOPPED),
                               description="Daily compaction of namespaces over the part threshold.")

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
-from dagster import (AssetKey, DataVersion, MaterializeResult, TableColumn, TableColumnDep, TableColumnLineage,
+from dagster import (DataVersion, MaterializeResult, TableColumn, TableColumnDep, TableColumnLineage,
                      TableSchema)
 
 from usr_core import Dataset, load_registry, namespace_contract_hash, registry_hash
@@ -132,6 +132,3 @@ def registry_columns(root, namespace: str) -> list[dict] | None:
 def arrow_type_string(dt: pa.DataType) -> str:
     return canonical_type(dt)
 
-
-__all__ = ["AssetKey", "PartWrite", "column_lineage", "column_schema", "conform", "namespace_result",
-           "registry_columns", "to_arrow", "write_part", "arrow_type_string"]

@@ -69,14 +69,31 @@ def pyrun():
 SEQS = ["ACGTACGTAA", "CCGGTTAACG", "TTTTGGGGCC", "GATTACAGAT"]
 
 
-@pytest.fixture
-def demo(usr, root, tmp_path) -> dict:
-    """A dataset `demo` with 4 DNA records and a registered namespace `mock` (float64 score + label)."""
-    from usr_core.identity import compute_id
+def make_dataset(root: Path, name: str, seqs, namespaces: dict[str, str] | None = None) -> list[str]:
+    """Fixture setup in-process through the library (the CLI under test runs in subprocesses)."""
+    import pyarrow as pa
 
-    usr.ok("namespace", "register", "mock", "--columns", "mock__score:float64,mock__label:string")
-    usr.ok("init", "demo", "--source", "tests")
-    csv = tmp_path / "seqs.csv"
-    csv.write_text("sequence\n" + "\n".join(SEQS) + "\n")
-    usr.ok("import", "demo", "--from", "csv", "--path", csv)
-    return {"ids": [compute_id("dna", s) for s in SEQS], "seqs": SEQS, "dir": root / "demo"}
+    from usr_core import Dataset, compute_id, parse_columns_spec, register_namespace
+    from usr_core.registry import load_registry
+
+    have = load_registry(root, required=False) or {}
+    for ns, spec in (namespaces or {}).items():
+        if ns not in have:
+            register_namespace(root, ns, parse_columns_spec(spec))
+    ds = Dataset(root, name)
+    ds.init(source="tests")
+    ds.import_rows(pa.table({"sequence": list(seqs)}), source="tests")
+    return [compute_id("dna", s) for s in seqs]
+
+
+@pytest.fixture
+def demo(root) -> dict:
+    """A dataset `demo` with 4 DNA records and a registered namespace `mock` (float64 score + label)."""
+    ids = make_dataset(root, "demo", SEQS, {"mock": "mock__score:float64,mock__label:string"})
+    return {"ids": ids, "seqs": SEQS, "dir": root / "demo"}
+
+
+@pytest.fixture
+def make_ds():
+    """make_dataset(root, name, seqs, {ns: spec}) as a fixture."""
+    return make_dataset

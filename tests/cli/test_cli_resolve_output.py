@@ -10,14 +10,10 @@ from usr_core.identity import compute_id
 
 
 @pytest.fixture
-def grouped(usr, root, tmp_path):
+def grouped(root, make_ds):
     """Datasets `g1/alpha`, `g1/beta`, `g2/beta` (L3 two-level discovery)."""
-    usr.ok("namespace", "register", "mock", "--columns", "mock__x:int64")
-    seqs = tmp_path / "s.csv"
-    seqs.write_text("sequence\nACGT\n")
     for ds in ("g1/alpha", "g1/beta", "g2/beta"):
-        usr.ok("init", ds)
-        usr.ok("import", ds, "--from", "csv", "--path", seqs)
+        make_ds(root, ds, ["ACGT"], {"mock": "mock__x:int64"})
     return root
 
 

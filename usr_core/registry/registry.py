@@ -85,18 +85,37 @@ def parse_registry(data, source: str = "registry.yaml") -> Registry:
     return reg
 
 
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present; both are safe loaders
+_CACHE: dict[str, tuple[tuple, Registry]] = {}
+
+
+def safe_load_yaml(text: str):
+    return yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a safe loader
+
+
 def load_registry(root, required: bool = True) -> Registry | None:
+    """Load and check registry.yaml; parsed results are cached per (inode, mtime, size)."""
     path = registry_path(Path(root))
-    if not path.is_file():
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        st = None
+    if st is None or not path.is_file():
         if required:
             raise SchemaError(f"Registry required: {path} not found.",
                               hint="Create it with `usr namespace register NAME --columns ...`.")
         return None
+    stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+    hit = _CACHE.get(str(path))
+    if hit is not None and hit[0] == stamp:
+        return copy.deepcopy(hit[1])
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = safe_load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise SchemaError(f"{path} is not valid YAML: {exc}", hint="Fix the YAML syntax.") from exc
-    return parse_registry(data, str(path))
+    reg = parse_registry(data, str(path))
+    _CACHE[str(path)] = (stamp, copy.deepcopy(reg))
+    return reg
 
 
 def canonical_bytes(reg: Registry) -> bytes:
@@ -235,5 +254,5 @@ def write_freeze_file(freeze_path: Path, reg: Registry) -> bool:
 
 
 def load_frozen(freeze_path: Path) -> Registry:
-    data = yaml.safe_load(freeze_path.read_text(encoding="utf-8"))
+    data = safe_load_yaml(freeze_path.read_text(encoding="utf-8"))
     return parse_registry(data, str(freeze_path))
