@@ -4,7 +4,6 @@ set -eu
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[dagster]'
 export DAGSTER_HOME="$PWD/.dagster_home"
 exec .venv/bin/python -m usr_dagster.demo serve --root "${USR_ROOT:-demo_root}" --home "$DAGSTER_HOME" \

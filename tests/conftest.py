@@ -1,40 +1,11 @@
 """Shared fixtures. Add new fixtures below; do not restructure existing ones."""
 from __future__ import annotations
 
-import hashlib
-import os
 from pathlib import Path
 
 import pytest
 
-FIXTURES = Path("/work/shared/fixtures")
-
-
-def tree_digest(path, *, ignore_locks: bool = True) -> str:
-    """sha256 over every entry below `path`: relative name, kind, file bytes / link target.
-
-    Lock files (`*.lock`) are skipped by default: they are created on first use, never deleted,
-    and hold the last holder's pid, so they are not data.
-    """
-    path = Path(path)
-    h = hashlib.sha256()
-    if not path.exists():
-        return h.hexdigest()
-    for dirpath, dirnames, filenames in os.walk(path):
-        dirnames.sort()
-        base = Path(dirpath)
-        for name in sorted(dirnames + filenames):
-            p = base / name
-            rel = p.relative_to(path).as_posix()
-            if ignore_locks and name.endswith(".lock") and not p.is_dir():
-                continue
-            if p.is_symlink():
-                h.update(f"L {rel} -> {os.readlink(p)}\n".encode())
-            elif p.is_dir():
-                h.update(f"D {rel}\n".encode())
-            else:
-                h.update(f"F {rel} {hashlib.sha256(p.read_bytes()).hexdigest()}\n".encode())
-    return h.hexdigest()
+from testkit import tree_digest
 
 
 @pytest.fixture(name="tree_digest")

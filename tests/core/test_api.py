@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import usr_core
-from conftest import tree_digest
+from testkit import tree_digest
 from usr_core import (Dataset, LockTimeoutError, NamespaceError, SchemaError, SequencesError, compute_id,
                       load_registry, register_namespace)
 

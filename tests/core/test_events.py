@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import tree_digest
+from testkit import tree_digest
 from usr_core import SchemaError, SequencesError, compute_id, registry_hash
 from usr_core.events import MAX_EVENT_BYTES, REDACTED, redact
 

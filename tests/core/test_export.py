@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import FIXTURES, tree_digest
+from testkit import FIXTURES, tree_digest
 from usr_core import Dataset, SequencesError, compute_id
 
 SEQS = ("ACGT", "AACC", "GGTT")

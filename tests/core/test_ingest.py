@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import tree_digest
+from testkit import tree_digest
 from usr_core import (ARROW_SCHEMA, Dataset, DuplicateIDError, SchemaError, SequencesError, compute_id,
                       register_namespace)
 from usr_core.errors import AlphabetError

@@ -15,10 +15,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import tree_digest
+from testkit import FIXTURES, SHARED_FIXTURES, tree_digest
 from usr_core import Dataset
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 EXPECTED = FIXTURES / "expected"
 
 
@@ -52,7 +51,7 @@ def assert_same_view(got: pa.Table, expected: pa.Table) -> None:
 
 
 def test_fixture_copy_matches_shared():
-    shared = Path("/work/shared/fixtures")
+    shared = SHARED_FIXTURES
     if not shared.is_dir():
         pytest.skip("shared fixtures not available")
     assert tree_digest(FIXTURES / "dna_multi") == tree_digest(shared / "dna_multi")

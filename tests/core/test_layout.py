@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+from testkit import FIXTURES
 
 from usr_core.contract import snapshot_stamp, stamp, ts
 from usr_core.errors import NamespaceError, SequencesError
@@ -157,7 +158,7 @@ def test_L3_missing_or_empty_root(root, tmp_path):
 
 def test_L3_discovery_on_fixture_root(tree_digest):
     """[L3] the interoperability fixture root lists exactly its dataset, without touching it."""
-    fx = Path("/work/shared/fixtures/dna_multi")
+    fx = (FIXTURES / "dna_multi")
     before = tree_digest(fx)
     assert discover_datasets(fx) == ["promoters"]
     assert tree_digest(fx) == before

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import tree_digest
+from testkit import tree_digest
 from usr_core import (Dataset, NamespaceError, SchemaError, compute_id, load_registry, namespace_contract_hash,
                       register_namespace, registry_hash)
 from usr_core.events import read_events
@@ -503,7 +503,7 @@ def _nan_equal(a: pa.Table, b: pa.Table) -> bool:
 
 def test_X2_X6_fixture_compact_and_materialize_keep_the_view(tmp_path):
     """[X2] [X6] [O9] on the interop fixture: compaction then materialize leave the merged view unchanged."""
-    from conftest import FIXTURES
+    from testkit import FIXTURES
 
     root = tmp_path / "fx"
     shutil.copytree(FIXTURES / "dna_multi", root)

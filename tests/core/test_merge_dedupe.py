@@ -5,7 +5,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import tree_digest
+from testkit import tree_digest
 from usr_core import (DuplicateIDError, SchemaError, ValidationError, compute_id, merge, register_namespace,
                       registry_hash)
 from usr_core.base import base_metadata, write_base_table

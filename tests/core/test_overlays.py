@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import tree_digest
+from testkit import tree_digest
 from usr_core import NamespaceError, SchemaError, compute_id, registry_hash, load_registry, namespace_contract_hash
 
 NS = {"mock": "mock__score:float64,mock__label:string",

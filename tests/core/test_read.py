@@ -8,7 +8,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import tree_digest
+from testkit import tree_digest
 from usr_core import (ARROW_SCHEMA, Dataset, SchemaError, SequencesError, compute_id, register_namespace)
 from usr_core.contract import ID_HASH_SPEC
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from testkit import FIXTURES
 import yaml
 
 from usr_core.contract import STATE_COLUMNS, STATE_DESCRIPTION, STATE_OWNER
@@ -27,7 +28,7 @@ MOCK_HASH = "37fd8e72219adabc1255753d93f377316bb4f277bf1c300cb06d23b327a65546"
 MOCK_CONTRACT_TEXT = ("columns:\n- name: mock__score\n  type: float64\n- name: mock__label\n  type: string\n"
                       "namespace: mock\n")
 MOCK_CONTRACT_HASH = "ab2fe42995dd35c3fb5672006f4017e45454d3cdcca8e4ec7de6eda6c57b3f8e"
-FIXTURE_ROOT = Path("/work/shared/fixtures/dna_multi")
+FIXTURE_ROOT = (FIXTURES / "dna_multi")
 FIXTURE_HASH = "bac98cf08ce8f2a005699573e22eb50704e0d60b0402a502d9a30d19999c98b7"
 
 STATE_YAML = """\

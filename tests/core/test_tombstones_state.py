@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import tree_digest
+from testkit import tree_digest
 from usr_core import SchemaError, compute_id, load_registry, namespace_contract_hash, registry_hash
 
 SEQS = ("ACGT", "AACC", "GGTT", "TTAA")

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import FIXTURES, tree_digest
+from testkit import FIXTURES, tree_digest
 from usr_core import (AlphabetError, Dataset, DuplicateIDError, NamespaceError, SchemaError, compute_id,
                       register_namespace, registry_hash)
 from usr_core.base import base_metadata, write_base_table

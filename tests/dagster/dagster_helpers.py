@@ -11,7 +11,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+import dagster as dg
+
 from usr_core import Dataset, ensure_registry_entries
+from usr_dagster import build_usr_definitions
 from usr_dagster.demo.namespaces import DEMO_NAMESPACES
 from usr_dagster.demo.seed import generate_sequences
 
@@ -54,3 +57,21 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class Ticker:
+    """One sensor tick as the daemon does it: evaluate with the stored cursor, record the asset events in the
+    instance, keep the new cursor."""
+
+    def __init__(self, root, instance):
+        self.root, self.instance, self.cursor = root, instance, None
+
+    def tick(self):
+        defs = build_usr_definitions(self.root, DEMO_NAMESPACES)  # a reload sees new namespaces
+        sensor = defs.resolve_sensor_def("usr_event_log_sensor")
+        ctx = dg.build_sensor_context(instance=self.instance, cursor=self.cursor, definitions=defs)
+        result = sensor(ctx)
+        self.cursor = result.cursor
+        for ev in result.asset_events:
+            self.instance.report_runless_asset_event(ev)
+        return result.asset_events

@@ -12,9 +12,8 @@ import dagster as dg
 import pyarrow as pa
 import pytest
 
-from dagster_helpers import cli_attach_motif, free_port
+from dagster_helpers import Ticker, cli_attach_motif, free_port
 from pg_helpers import DSN_ENV, Unavailable, fresh_database, throwaway_server
-from test_sensors import Ticker
 from usr_core import Dataset
 from usr_dagster import UsrResource, build_usr_definitions
 from usr_dagster.common import namespace_key

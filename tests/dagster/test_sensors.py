@@ -7,30 +7,12 @@ import json
 import dagster as dg
 import pytest
 
-from dagster_helpers import cli_attach_motif
+from dagster_helpers import Ticker, cli_attach_motif
 from usr_core import Dataset
 from usr_dagster import UsrResource, build_usr_definitions
 from usr_dagster.common import namespace_key, records_key, records_version
 from usr_dagster.demo.namespaces import DEMO_NAMESPACES
 from usr_dagster.sensors import read_new_events
-
-
-class Ticker:
-    """One sensor tick as the daemon does it: evaluate with the stored cursor, record the asset events in the
-    instance, keep the new cursor."""
-
-    def __init__(self, root, instance):
-        self.root, self.instance, self.cursor = root, instance, None
-
-    def tick(self):
-        defs = build_usr_definitions(self.root, DEMO_NAMESPACES)  # a reload sees new namespaces
-        sensor = defs.resolve_sensor_def("usr_event_log_sensor")
-        ctx = dg.build_sensor_context(instance=self.instance, cursor=self.cursor, definitions=defs)
-        result = sensor(ctx)
-        self.cursor = result.cursor
-        for ev in result.asset_events:
-            self.instance.report_runless_asset_event(ev)
-        return result.asset_events
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import crash_ops
-from conftest import tree_digest
+from testkit import tree_digest
 from usr_core import (AlphabetError, Dataset, DuplicateIDError, LockTimeoutError, NamespaceError, SchemaError,
                       SequencesError, ValidationError, register_namespace)
 

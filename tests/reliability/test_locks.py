@@ -10,7 +10,7 @@ import time
 import pytest
 
 import crash_ops
-from conftest import tree_digest
+from testkit import tree_digest
 from usr_core import Dataset, LockTimeoutError
 
 HOLD = """

@@ -10,12 +10,15 @@ import pyarrow as pa
 import pytest
 
 import crash_ops
-from conftest import tree_digest
+from testkit import tree_digest
 from usr_core import Dataset, NamespaceError, SequencesError, register_namespace
 
 REPO = Path(__file__).resolve().parents[2]
-UNSAFE_YAML = re.compile(r"yaml\.(load|load_all|full_load|full_load_all|unsafe_load|unsafe_load_all)\s*\(|"
-                         r"yaml\.(Unsafe|Full)?Loader\b|Loader\s*=\s*yaml\.(Loader|FullLoader|UnsafeLoader)")
+UNSAFE_YAML = re.compile(r"yaml\.(full_load|full_load_all|unsafe_load|unsafe_load_all)\s*\(|"
+                         r"yaml\.(Unsafe|Full)?Loader\b|yaml\.C?(Unsafe|Full)?Loader\b")
+YAML_LOAD = re.compile(r"yaml\.load(_all)?\s*\(")
+SAFE_LOADER_ARG = re.compile(r"Loader\s*=\s*(yaml\.)?(C?SafeLoader|_SafeLoader)\b")
+SAFE_ALIAS = re.compile(r"^_SafeLoader\s*=\s*getattr\(yaml,\s*\"CSafeLoader\",\s*yaml\.SafeLoader\)")
 
 
 def test_yaml_is_only_loaded_with_safe_loaders():
@@ -24,10 +27,14 @@ def test_yaml_is_only_loaded_with_safe_loaders():
     for pkg in ("usr_core", "usr_dagster", "scripts", "benchmarks"):
         for path in sorted((REPO / pkg).rglob("*.py")) if (REPO / pkg).is_dir() else []:
             for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-                if UNSAFE_YAML.search(line):
+                bad = UNSAFE_YAML.search(line) or (YAML_LOAD.search(line) and not SAFE_LOADER_ARG.search(line))
+                if "_SafeLoader" in line and line.startswith("_SafeLoader") and not SAFE_ALIAS.search(line):
+                    bad = True
+                if bad:
                     offenders.append(f"{path.relative_to(REPO)}:{n}: {line.strip()}")
     assert not offenders, offenders
-    uses = [p for p in (REPO / "usr_core").rglob("*.py") if "yaml.safe_load(" in p.read_text(encoding="utf-8")]
+    uses = [p for p in (REPO / "usr_core").rglob("*.py")
+            if re.search(r"yaml\.safe_load\(|Loader=_SafeLoader", p.read_text(encoding="utf-8"))]
     assert uses, "expected the registry to be read with yaml.safe_load"
 
 

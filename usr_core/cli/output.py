@@ -21,11 +21,9 @@ def format_option(f):
 
 
 def _rich_available() -> bool:
-    try:
-        import rich  # noqa: F401  (optional: never a dependency)
-    except ImportError:
-        return False
-    return True
+    import importlib.util
+
+    return importlib.util.find_spec("rich") is not None  # optional: never a dependency
 
 
 def use_rich(fmt: str) -> bool:
