@@ -20,6 +20,7 @@ from .layout import DatasetPaths, dataset_paths, normalize_dataset_id
 from .overlays import write as ow
 from .overlays.files import discover_overlays, file_metadata, find_overlay, overlay_metadata
 from .overlays.inputs import read_input
+from .maintenance.compact import finish_pending_compaction
 from .overlays.merge import check_key_name
 from .records import AddSequencesResult, existing_ids_mask, prepare_rows
 from .registry.registry import hash_registry, load_registry, namespace_contract_hash
@@ -309,15 +310,20 @@ class Dataset:
         ow.check_writable_namespace(namespace)
         check_key_name(key)
 
+    def _require_no_parts(self, ns: str) -> None:
+        """O5: compact writes need no parts dir (parts already folded by a finished compaction don't count)."""
+        src = find_overlay(self.paths, ns)
+        if src is not None and src.kind == "parts":
+            raise SchemaError(f"Overlay parts already exist for {ns!r}; compact first (O5).",
+                              hint=f"Run `usr maintenance overlay-compact {self.name} --namespace {ns}`.")
+
     def attach(self, path, namespace, *, key="id", key_col=None, columns=None, allow_overwrite=False,
                allow_missing=False, parse_json=True, backend="pyarrow", note="", actor=None, event_args=None) -> int:
         """O5 compact attach from a file."""
         if backend not in ("pyarrow", "duckdb"):
             raise SchemaError(f"Unknown backend {backend!r}.", hint="Use 'pyarrow' or 'duckdb'.")
         self._overlay_preconditions(namespace, key)
-        if ow.list_part_paths(self.paths.parts_dir(namespace)):
-            raise SchemaError(f"Overlay parts already exist for {namespace!r}; compact first (O5).",
-                              hint=f"Run `usr maintenance overlay-compact {self.name} --namespace {namespace}`.")
+        self._require_no_parts(namespace)
         reg = self._registry(required=True)
         ow.registered_types(reg, namespace)
         extra = ow.check_event_args(event_args, ow.ATTACH_ARG_KEYS)
@@ -329,9 +335,7 @@ class Dataset:
     def write_overlay(self, ns, table, *, key="id", overwrite=False, allow_missing=False, actor=None) -> int:
         """O5 compact write from a table (schema must already conform)."""
         self._overlay_preconditions(ns, key)
-        if ow.list_part_paths(self.paths.parts_dir(ns)):
-            raise SchemaError(f"Overlay parts already exist for {ns!r}; compact first (O5).",
-                              hint=f"Run `usr maintenance overlay-compact {self.name} --namespace {ns}`.")
+        self._require_no_parts(ns)
         reg = self._registry(required=True)
         ow.registered_types(reg, ns)
         from .records import to_table
@@ -348,9 +352,8 @@ class Dataset:
         self._precheck_event("attach", args, actor)
         with self.lock():
             self._require()
-            if ow.list_part_paths(self.paths.parts_dir(ns)):
-                raise SchemaError(f"Overlay parts already exist for {ns!r}; compact first (O5).",
-                                  hint=f"Run `usr maintenance overlay-compact {self.name} --namespace {ns}`.")
+            finish_pending_compaction(self.paths, ns)
+            self._require_no_parts(ns)
             written, missing, _total = ow.write_compact(self, ns, table, key=key, reg=reg,
                                                         allow_overwrite=allow_overwrite, allow_missing=allow_missing)
             self._freeze(reg, actor)
@@ -417,6 +420,7 @@ class Dataset:
                     shutil.rmtree(target, ignore_errors=True)
                     raise
                 return table.num_rows
+            finish_pending_compaction(self.paths, ns)
             ow.promote_compact(self, ns)
             part = ow.write_part_file(self.paths.parts_dir(ns), table, meta)
             ow.update_digest_ledger(self.paths.parts_dir(ns), [part])

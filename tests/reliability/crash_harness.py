@@ -71,6 +71,8 @@ def capture(root: Path) -> dict:
         ds.info()
         ds.list_overlays()
         ds.manifest()
+        if hasattr(ds, "validate"):
+            ds.validate()  # the contract checks (V*) hold in every intermediate state
         rows = {}
         for row in table.to_pylist():
             rows[row["id"]] = tuple(sorted((k, _norm(v)) for k, v in row.items() if k not in VOLATILE))
