@@ -480,8 +480,11 @@ class Dataset:
         self._require()
         ids = tb.clean_ids(ids)
         tb.check_ids_exist(self.paths, ids, allow_missing)
-        names = [c for c in self.schema().names if c.startswith("usr_state__")]
-        merged = rd.get_rows(self.paths, ids, columns=["id"] + names, include_deleted=True)
+        only_state = [STATE_NS]  # other overlays need not conform to read the state
+        names = [c for c in rd.output_schema(self.paths, include_overlays=only_state).names
+                 if c.startswith("usr_state__")]
+        merged = rd.get_rows(self.paths, ids, columns=["id"] + names, include_deleted=True,
+                             include_overlays=only_state)
         return tb.state_result(ids, merged)
 
     # ------------------------------------------------------------------ reads

@@ -310,13 +310,14 @@ def _head(paths, n, columns, include_overlays, include_deleted, registry) -> pa.
     return pa.concat_tables(taken).slice(0, n)
 
 
-def get_rows(paths: DatasetPaths, ids: list[str], *, columns=None, include_deleted=False) -> pa.Table:
+def get_rows(paths: DatasetPaths, ids: list[str], *, columns=None, include_deleted=False,
+             include_overlays=True) -> pa.Table:
     """Rows for the given ids (any order), using a filtered base read."""
-    return consistent(paths, lambda: _get_rows(paths, ids, columns, include_deleted))
+    return consistent(paths, lambda: _get_rows(paths, ids, columns, include_deleted, include_overlays))
 
 
-def _get_rows(paths, ids, columns, include_deleted) -> pa.Table:
-    plan = plan_read(paths, columns, True, include_deleted)
+def _get_rows(paths, ids, columns, include_deleted, include_overlays) -> pa.Table:
+    plan = plan_read(paths, columns, include_overlays, include_deleted)
     read_cols = list(dict.fromkeys(plan.base_read + ["id"]))
     base = pq.read_table(paths.records, columns=read_cols, filters=pc.field("id").isin(ids))
     if plan.overlays or plan.tombstones is not None:

@@ -205,3 +205,16 @@ def test_U5_state_of_tombstoned_record(ds):
     ds.restore([IDS[0]])
     t = ds.read_table()
     assert dict(zip(t["id"].to_pylist(), t["usr_state__split"].to_pylist()))[IDS[0]] == "holdout"
+
+
+def test_U5_get_state_ignores_unrelated_nonconforming_overlay(ds, root):
+    """[U5] [O11] get_state reads only usr_state: a drifted unrelated overlay does not block it."""
+    ds.set_state([IDS[0]], split="train")
+    bad = pa.table({"id": [IDS[0]], "stray__x": [1.0]})
+    (ds.dir / "_derived").mkdir(exist_ok=True)
+    pq.write_table(bad.replace_schema_metadata({"usr:overlay_namespace": "stray", "usr:overlay_key": "id",
+                                                "usr:overlay_created_at": "2026-01-01T00:00:00.000000Z"}),
+                   ds.dir / "_derived" / "stray.parquet")
+    with pytest.raises(SchemaError):
+        ds.head(1)
+    assert ds.get_state([IDS[0]])["usr_state__split"].to_pylist() == ["train"]
