@@ -112,7 +112,8 @@ def markdown(doc: dict) -> str:
         "",
         f"Machine: {mc['nproc']} CPUs ({mc['cpu']}), {mc['ram_gb']} GB RAM, {mc['platform']}, Python {mc['python']}, "
         + ", ".join(f"{k} {v}" for k, v in mc["versions"].items())
-        + f". Load average at the start: {', '.join(f'{x:.1f}' for x in mc.get('loadavg', []))}. Date: {doc['date']}.",
+        + f". Load average (1/5/15 min) before the run: {', '.join(f'{x:.1f}' for x in mc.get('loadavg', []))}, "
+        f"after: {', '.join(f'{x:.1f}' for x in mc.get('loadavg_end', []))}. Date: {doc['date']}.",
         "",
         table(doc).rsplit("\n\n", 1)[0],
         "",

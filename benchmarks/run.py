@@ -42,6 +42,7 @@ def parse_args(argv):
 def main(argv=None) -> int:
     a = parse_args(sys.argv[1:] if argv is None else argv)
     started = time.perf_counter()
+    host = report.machine()  # load average before the run
     work = a.workdir or Path(tempfile.mkdtemp(prefix="usr-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
@@ -57,7 +58,7 @@ def main(argv=None) -> int:
             shutil.rmtree(work, ignore_errors=True)
     doc = {
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "machine": report.machine(),
+        "machine": {**host, "loadavg_end": report.machine()["loadavg"]},
         "config": {"n": a.n, "runs": a.runs, "k": a.k, "quick": a.quick},
         "build_seconds": {str(n): b.seconds for n, b in built.items()},
         "total_seconds": None,

@@ -56,9 +56,7 @@ def build_usr_definitions(root, namespaces: list[UsrNamespace] | tuple = (), *, 
         jobs.append(define_asset_job("usr_namespaces", selection=AssetSelection.assets(*ns_keys),
                                      description="Materialize every derived namespace of every dataset."))
     schedules = [compaction_schedule(jobs[0], compaction_cron, running)] if names else []
-    known = {records_key(d) for d in names} | {a.key for a in assets if hasattr(a, "key") and
-                                                 not isinstance(a.key, property)}
-    known |= {k for a in assets if hasattr(a, "keys") for k in a.keys}
+    known = {k for a in assets for k in (a.keys if hasattr(a, "keys") else [a.key])}
     sensors = [event_log_sensor(root, known_keys=frozenset(known), running=running, interval=sensor_interval)]
     if automation_condition is not None:
         sensors.append(AutomationConditionSensorDefinition(

@@ -12,7 +12,7 @@ from usr_core import Dataset
 from usr_dagster import UsrResource, build_usr_definitions
 from usr_dagster.common import namespace_key, records_key, records_version
 from usr_dagster.demo.namespaces import DEMO_NAMESPACES
-from usr_dagster.sensors import read_new_events
+from usr_dagster.sensors import evaluate, read_new_events
 
 
 @pytest.fixture
@@ -85,3 +85,15 @@ def test_G2_cursor_skips_partial_lines(tmp_path):
         fh.write(line[10:].replace("00.000000Z", "01.000000Z") + "\n")
     events, state = read_new_events(log, state)
     assert len(events) == 1 and events[0]["timestamp_utc"].endswith("01.000000Z")
+
+
+def test_G2_new_namespace_is_reported_and_flagged_for_reload(usr_root, tmp_path):
+    """[G2] [L8] a namespace attached after the definitions loaded is still reported; the tick names it as
+    needing a code-location reload."""
+    defs = build_usr_definitions(usr_root, DEMO_NAMESPACES)
+    known = frozenset(defs.resolve_asset_graph().get_all_asset_keys())
+    _, cursor, _ = evaluate(usr_root, None, known)
+    cli_attach_motif(usr_root, "beta", tmp_path)
+    events, _, unknown = evaluate(usr_root, cursor, known)
+    assert namespace_key("beta", "motif") in {e.asset_key for e in events}
+    assert unknown == ["beta/motif"]

@@ -1,6 +1,6 @@
 """The real webserver + daemon: `dagster dev -w workspace.yaml` on a free loopback port; GraphQL asset graph; a
-materialization launched over GraphQL lands as a part on disk; a CLI attach shows up through a daemon sensor tick
-[G2] [G3]."""
+materialization launched over GraphQL lands as a part on disk; a CLI tombstone marks it stale without recomputing
+it; a CLI attach shows up through a daemon sensor tick [G1] [G2] [G3]."""
 from __future__ import annotations
 
 import os
@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from dagster_helpers import REPO, cli_attach_motif, free_port, make_root
+from dagster_helpers import REPO, cli_attach_motif, free_port, make_root, usr_cli
+from usr_core import Dataset
 from usr_dagster.demo.__main__ import write_home
 
 pytestmark = pytest.mark.slow
@@ -27,6 +28,9 @@ M_LAUNCH = """mutation($p: ExecutionParams!) { launchRun(executionParams: $p) { 
   ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } ... on InvalidSubsetError { message }
   ... on RunConfigValidationInvalid { errors { message } } } }"""
 Q_RUN = """query($id: ID!) { runOrError(runId: $id) { __typename ... on Run { status } } }"""
+Q_OBS = """query($k: AssetKeyInput!) { assetOrError(assetKey: $k) { ... on Asset {
+  assetObservations(limit: 1) { timestamp } } } }"""
+Q_STALE = """query($k: [AssetKeyInput!]) { assetNodes(assetKeys: $k) { staleStatus } }"""
 Q_MATS = """query($k: AssetKeyInput!) { assetOrError(assetKey: $k) { __typename ... on Asset {
   assetMaterializations(limit: 5) { runId timestamp tags { key value } } } } }"""
 
@@ -105,6 +109,9 @@ def test_G3_webserver_graphql_materialize_and_daemon_sensor(dagster_dev, tmp_pat
         assert {"team": "usr-demo", "__typename": "TeamAssetOwner"} in node["owners"]
     assert {"/".join(d["path"]) for d in nodes["beta/tm"]["dependencyKeys"]} == {"beta/records", "beta/gc"}
 
+    # the event sensor's first tick observes the records (data version) before we materialize from them
+    _wait(lambda: _gql(port, Q_OBS, {"k": {"path": ["beta", "records"]}})["assetOrError"].get("assetObservations"),
+          120, "the first sensor tick to observe beta/records", interval=3)
     params = {"selector": {"repositoryLocationName": LOCATION, "repositoryName": "__repository__",
                            "pipelineName": "__ASSET_JOB", "assetSelection": [{"path": ["beta", "gc"]}]},
               "mode": "default", "runConfigData": {}}
@@ -121,6 +128,16 @@ def test_G3_webserver_graphql_materialize_and_daemon_sensor(dagster_dev, tmp_pat
     parts = list((root / "beta" / "_derived" / "gc").glob("part-*.parquet"))
     assert len(parts) == 1
 
+    # a tombstone from the CLI changes the records' data version: gc turns stale, nothing is recomputed
+    def gc_status():
+        return _gql(port, Q_STALE, {"k": [{"path": ["beta", "gc"]}]})["assetNodes"][0]["staleStatus"]
+
+    assert gc_status() == "FRESH"
+    victim = Dataset(root, "beta").head(1, include_derived=False).column("id")[0].as_py()
+    usr_cli(root, "delete", "beta", "--id", victim, "--reason", "webserver test")
+    _wait(lambda: gc_status() == "STALE", 180, "beta/gc to turn stale after the CLI tombstone", interval=3)
+    assert len(list((root / "beta" / "_derived" / "gc").glob("part-*.parquet"))) == 1
+
     # a write from outside Dagster, picked up by the daemon's sensor tick (the sensor starts RUNNING)
     cli_attach_motif(root, "beta", tmp_path)
 
@@ -132,3 +149,4 @@ def test_G3_webserver_graphql_materialize_and_daemon_sensor(dagster_dev, tmp_pat
     mats = _wait(runless, 180, "the sensor's runless materialization of beta/motif", interval=3)
     tags = {t["key"]: t["value"] for t in mats[0]["tags"]}
     assert tags["dagster/data_version"].startswith("sha256:")
+

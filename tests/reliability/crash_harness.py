@@ -71,8 +71,7 @@ def capture(root: Path) -> dict:
         ds.info()
         ds.list_overlays()
         ds.manifest()
-        if hasattr(ds, "validate"):
-            ds.validate()  # the contract checks (V*) hold in every intermediate state
+        state.setdefault("validate", {})[name] = _validate(ds, root)
         rows = {}
         for row in table.to_pylist():
             rows[row["id"]] = tuple(sorted((k, _norm(v)) for k, v in row.items() if k not in VOLATILE))
@@ -80,6 +79,19 @@ def capture(root: Path) -> dict:
             raise AssertionError(f"{name}: duplicate ids in the merged read ({table.num_rows} rows, {len(rows)} ids)")
         state["datasets"][name] = rows
     return state
+
+
+def _validate(ds, root: Path) -> str | None:
+    """The outcome of `validate()` (None = passes); an intermediate state must match old or new."""
+    if not hasattr(ds, "validate"):
+        return None
+    from usr_core import SequencesError
+
+    try:
+        ds.validate()
+    except SequencesError as exc:
+        return f"{type(exc).__name__}: {str(exc).replace(str(root), '<root>')}"
+    return None
 
 
 def _events(ds) -> list:
@@ -113,6 +125,9 @@ def compare(old: dict, new: dict, got: dict, *, final: bool = False) -> tuple[li
     elif got["registry"] not in (old["registry"], new["registry"]):
         problems.append("registry is neither the old nor the new one")
     for name in sorted(set(old["datasets"]) | set(new["datasets"]) | set(got["datasets"])):
+        ov, nv, gv = (s.get("validate", {}).get(name) for s in (old, new, got))
+        if (final and gv != nv) or (not final and gv not in (ov, nv)):
+            problems.append(f"{name}: validate() gives {gv!r}; old state: {ov!r}, new state: {nv!r}")
         o, n, g = (s["datasets"].get(name, {}) for s in (old, new, got))
         for rid in sorted(set(o) | set(n) | set(g)):
             ov, nv, gv = o.get(rid), n.get(rid), g.get(rid)

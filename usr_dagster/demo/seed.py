@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
+import hashlib
 import os
 import random
 import shutil
@@ -102,8 +103,9 @@ def seed_demo(root, *, datasets: dict | None = None, seed: int = 7, cli: bool = 
 
 @contextmanager
 def _seed_lock(root: Path):
-    lock = root.parent / f".{root.name}.seed.lock"
-    root.parent.mkdir(parents=True, exist_ok=True)
+    # in the temp dir, not beside the root: the default root sits in the repository
+    digest = hashlib.sha256(str(root).encode()).hexdigest()[:16]
+    lock = Path(tempfile.gettempdir()) / f"usr-demo-seed-{digest}.lock"
     with open(lock, "a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
