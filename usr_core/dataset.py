@@ -146,8 +146,7 @@ class Dataset:
         return f"Dataset(root={str(self.root)!r}, name={self.name!r})"
 
     def _require(self) -> None:
-        if not self.exists():
-            raise rd.not_initialized(self.paths)
+        rd.base_schema(self.paths)  # not initialized → SequencesError; unreadable footer → SchemaError
 
     # ------------------------------------------------------------------ locking, freeze, events
     @contextlib.contextmanager
@@ -160,6 +159,7 @@ class Dataset:
             finally:
                 self._locked -= 1
             return
+        self._check_inside_root()
         self.paths.dir.mkdir(parents=True, exist_ok=True)
         with file_lock(self.paths.lock, timeout if timeout is not None else self.lock_timeout, what="dataset lock"):
             self._locked, self._lock_owner = 1, threading.get_ident()
@@ -167,6 +167,12 @@ class Dataset:
                 yield
             finally:
                 self._locked, self._lock_owner = 0, None
+
+    def _check_inside_root(self) -> None:
+        root, target = self.root.resolve(), self.paths.dir.resolve()
+        if not target.is_relative_to(root) or target == root:
+            raise SequencesError(f"Dataset directory {self.paths.dir} resolves to {target}, outside the root {root}.",
+                                 hint="Remove the symbolic link; datasets must live inside the root.")
 
     @contextlib.contextmanager
     def write_session(self, timeout: float | None = None) -> Iterator[WriteSession]:
@@ -210,6 +216,7 @@ class Dataset:
 
     def _precheck_event(self, action: str, args=None, actor=None) -> None:
         """E6 (div): build the event before mutating so size/serialisation errors change nothing."""
+        ev.check_log_files(self.paths)
         ev.build_event(self.paths, action, args=args, actor=actor, target_path=False)
 
     def _freeze(self, reg=None, actor=None) -> None:
@@ -228,12 +235,11 @@ class Dataset:
             if self.exists():
                 raise SequencesError(f"Dataset {self.name!r} already exists.", hint="Pick another name.")
             created = ts()
+            text = (f"name: {self.name}\ncreated_at: {created}\nsource: {source}\nnotes: {notes}\n"
+                    f"schema: USR v1\n\n### Updates ({created[:10]})\n- {created}: initialized dataset.\n")
+            write_text(self.paths.meta, text, label="meta")  # before records.parquet, the existence marker
             meta = m1_metadata({META_DATASET_CREATED_AT: created}, hash_registry(reg))
             write_base_table(self.paths, ARROW_SCHEMA.empty_table(), meta, label="init")
-            day = created[:10]
-            text = (f"name: {self.name}\ncreated_at: {created}\nsource: {source}\nnotes: {notes}\n"
-                    f"schema: USR v1\n\n### Updates ({day})\n- {created}: initialized dataset.\n")
-            write_text(self.paths.meta, text, label="meta")
             self._freeze(reg, actor)
             self.log_event("init", args={"source": source}, metrics={"rows": 0}, actor=actor)
 
@@ -397,11 +403,11 @@ class Dataset:
             self._require()
             if create:
                 self._check_create_target(ns)
-            self._freeze(reg, actor)
             incoming = table.num_rows
             table, missing = ow.match_base(self, table, key, allow_missing)
             if table.num_rows == 0:
                 return 0
+            self._freeze(reg, actor)
             meta = overlay_metadata(ns, key, ts(), hash_registry(reg), namespace_contract_hash(reg, ns))
             args.update(rows_matched=table.num_rows, rows_written=table.num_rows, rows_missing=missing)
             metrics = {"rows_incoming": incoming, "rows_written": table.num_rows, "rows_missing": missing}
@@ -530,6 +536,9 @@ class Dataset:
 
     def list_overlays(self) -> list[OverlayInfo]:
         self._require()
+        return rd.consistent(self.paths, self._list_overlays)
+
+    def _list_overlays(self) -> list[OverlayInfo]:
         out = []
         for src in discover_overlays(self.paths):
             target = src.path if src.kind == "compact" else src.parts[-1].path
@@ -539,10 +548,13 @@ class Dataset:
 
     def info(self) -> DatasetInfo:
         self._require()
-        rows = pq.ParquetFile(self.paths.records).metadata.num_rows
-        cols = list(rd.output_schema(self.paths, include_deleted=True).names)
-        nss = [s.namespace for s in discover_overlays(self.paths)]
-        return DatasetInfo(self.name, str(self.paths.records), rows, cols, nss)
+        def build() -> DatasetInfo:
+            rows = pq.ParquetFile(self.paths.records).metadata.num_rows
+            cols = list(rd.output_schema(self.paths, include_deleted=True).names)
+            nss = [s.namespace for s in discover_overlays(self.paths)]
+            return DatasetInfo(self.name, str(self.paths.records), rows, cols, nss)
+
+        return rd.consistent(self.paths, build)
 
     def manifest(self, include_events: bool = False) -> Manifest:
         self._require()
@@ -550,8 +562,9 @@ class Dataset:
         if include_events:
             events["events"] = ev.read_events(self.paths)
         snaps = sorted(p.name for p in self.paths.snapshots.glob("records-*.parquet"))
-        return Manifest(self.name, str(self.dir), base_metadata(self.paths), ev.fingerprint(self.paths.records),
-                        self.list_overlays(), snaps, events)
+        return rd.consistent(self.paths, lambda: Manifest(
+            self.name, str(self.dir), base_metadata(self.paths), ev.fingerprint(self.paths.records),
+            self._list_overlays(), snaps, events))
 
     def append_meta_note(self, title: str, code_block: str | None = None) -> None:
         self._require()

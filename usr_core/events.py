@@ -151,6 +151,22 @@ def build_event(paths: DatasetPaths, action: str, *, args=None, metrics=None, ar
     return data
 
 
+def check_log_files(paths: DatasetPaths) -> None:
+    """E8 before any data change: the log and its lock, when present, are regular files, not links."""
+    import stat
+
+    from .errors import SequencesError
+
+    for path in (paths.events, paths.events_lock):
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            raise SequencesError(f"Event log file {path} is not a regular file with one link (a symbolic or hard link?).",
+                                 hint="Replace it with the real file; USR never follows links for its event log.")
+
+
 def append_line(paths: DatasetPaths, data: bytes) -> None:
     """E8: locked, O_APPEND, whole line, fsync, inode check, truncate back on failure."""
     with file_lock(paths.events_lock, what="event lock"):

@@ -42,8 +42,6 @@ def test_crash_injection_all_operations(capsys):
     assert summary.total >= 100
 
 
-@pytest.mark.xfail(strict=True, reason="usr_core bug: Dataset.init publishes records.parquet (the existence marker) "
-                                       "before meta.md; a kill in between leaves no meta.md and `init` then refuses")
 def test_init_killed_after_base_publish_is_completed_by_rerun(tmp_path):
     import os
     import signal
