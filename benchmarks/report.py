@@ -97,7 +97,8 @@ files: `duckdb` is a hand-written `arg_max(col, part_rank) FILTER (WHERE col IS 
 key` over `read_parquet(parts)` LEFT JOINed to `records.parquet` minus tombstones; `pyarrow` is the
 same merge via a threaded `group_by(key).aggregate(max row position of the non-NULL cells)` + `take`
 and an Acero join. Both skip every check usr_core makes (registry conformance, key normalisation,
-O3). Writes are compared with `pq.write_table(..., compression="zstd")` of the same table plus one
+O3). The machine may be shared: compare ratios within one run, and read `seconds_all` in the JSON
+for the spread. Writes are compared with `pq.write_table(..., compression="zstd")` of the same table plus one
 read of the base ids; compaction with ours' own merged read of the same parts."""
 
 

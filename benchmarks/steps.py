@@ -51,8 +51,6 @@ def read_ours(a):
 
 @step
 def read_duckdb(a):
-    import duckdb  # noqa: F401  (import is setup, not measured)
-
     return lambda: {"rows": bl.duckdb_merged_read(Path(a["dir"]), a["ns"], a["key"])}
 
 
@@ -103,8 +101,6 @@ def _compact_baseline(a, fn):
 
 @step
 def compact_duckdb(a):
-    import duckdb  # noqa: F401
-
     return _compact_baseline(a, bl.duckdb_compact)
 
 

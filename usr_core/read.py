@@ -294,7 +294,7 @@ def _head(paths, n, columns, include_overlays, include_deleted, registry) -> pa.
     pf = pq.ParquetFile(paths.records)
     taken: list[pa.Table] = []
     got = 0
-    batch_size = max(64, min(65536, n * 2))
+    batch_size = max(1, min(65536, n))
     for batch in pf.iter_batches(batch_size=batch_size, columns=plan.base_read):
         base = pa.Table.from_batches([batch])
         if plan.overlays or plan.tombstones is not None:

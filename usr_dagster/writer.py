@@ -10,7 +10,7 @@ from dagster import (DataVersion, MaterializeResult, TableColumn, TableColumnDep
 
 from usr_core import Dataset, load_registry, namespace_contract_hash, registry_hash
 
-try:  # exported from usr_core by the lead; see docs/dagster.md
+try:  # public names requested from usr_core; the fallback goes once usr_core/__init__ re-exports them
     from usr_core import canonical_type, parse_type
 except ImportError:  # pragma: no cover - until usr_core/__init__ re-exports them
     from usr_core.registry import canonical_type, parse_type

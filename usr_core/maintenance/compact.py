@@ -17,11 +17,12 @@ from ..contract import (META_NAMESPACE_CONTRACT_HASH, META_OVERLAY_CREATED_AT, M
                         META_OVERLAY_NAMESPACE, META_REGISTRY_HASH, RESERVED_NAMESPACES, ts)
 from ..errors import SchemaError
 from ..layout import DatasetPaths, check_namespace_name
-from ..overlays.files import META_COMPACTED_PARTS, _folded_by_compact, find_overlay, list_part_paths
+from ..overlays.files import (META_COMPACTED_PARTS, _folded_by_compact, find_overlay, list_part_paths,
+                              write_overlay_file)
 from ..overlays.merge import check_key_name, namespace_view
 from ..read import check_conformance
 from ..registry.registry import hash_registry, namespace_contract_hash
-from ..storage.atomic import crash_point, fsync_dir, write_parquet
+from ..storage.atomic import crash_point, fsync_dir
 
 
 def finish_pending_compaction(paths: DatasetPaths, ns: str) -> bool:
@@ -98,7 +99,7 @@ def compact_overlay(ds, ns: str) -> Path:
             meta[META_NAMESPACE_CONTRACT_HASH] = namespace_contract_hash(reg, ns)
         meta[META_COMPACTED_PARTS] = json.dumps([p.path.name for p in src.parts])
         view = view.replace_schema_metadata(None)
-        write_parquet(compact, view, tmp=paths.compact_overlay_tmp(ns), label="compact", metadata=meta)
+        write_overlay_file(compact, view, src.key, meta, tmp=paths.compact_overlay_tmp(ns), label="compact")
         crash_point("compact:before-delete-parts")
         delete_parts_dir(parts_dir)
         crash_point("compact:after-delete-parts")

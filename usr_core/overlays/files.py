@@ -6,6 +6,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -15,6 +16,11 @@ from ..errors import SchemaError
 from ..layout import PART_GLOB, DatasetPaths
 
 META_COMPACTED_PARTS = "usr:compacted_parts"  # X2 crash recovery: part names folded into a compact file
+# Our overlay files store normalised keys clustered by their first 8 bytes in small row groups, so
+# the key column's row-group min/max prune lookups of a few keys (head, get).  Only files that carry
+# this marker are pruned: other writers may store raw keys whose normalised form falls outside them.
+META_KEYS_CLUSTERED = "usr:keys_clustered"
+OVERLAY_ROW_GROUP_ROWS = 8192
 
 
 def file_metadata(schema: pa.Schema) -> dict[str, str]:
@@ -175,3 +181,51 @@ def overlay_metadata(ns: str, key: str, created_at: str, registry_hash: str | No
     if contract_hash:
         meta[META_NAMESPACE_CONTRACT_HASH] = contract_hash
     return meta
+
+
+def cluster_by_key(table: pa.Table, key: str) -> pa.Table:
+    """Order rows by the first 8 bytes of the key (a cheap integer sort, not a string sort)."""
+    col = table.column(key).combine_chunks()
+    if len(col) < 2 or not pa.types.is_string(col.type):
+        return table
+    offsets = np.frombuffer(col.buffers()[1], dtype=np.int32)[col.offset: col.offset + len(col) + 1]
+    data = np.frombuffer(col.buffers()[2], dtype=np.uint8) if col.buffers()[2] is not None else np.zeros(1, np.uint8)
+    if len(data) == 0:
+        return table
+    starts, lengths = offsets[:-1].astype(np.int64), np.diff(offsets).astype(np.int64)
+    pos = starts[:, None] + np.arange(8)
+    prefix = np.where(np.arange(8) < lengths[:, None], data[np.minimum(pos, len(data) - 1)], 0).astype(np.uint8)
+    order = np.argsort(prefix.view(">u8").ravel(), kind="stable")
+    return table.take(pa.array(order))
+
+
+def write_overlay_file(final: Path, table: pa.Table, key: str, meta: dict[str, str], *, tmp: Path,
+                       label: str) -> None:
+    """Write an overlay file (compact or part) with normalised keys, clustered for row-group pruning."""
+    from ..storage.atomic import write_parquet
+
+    write_parquet(final, cluster_by_key(table, key), tmp=tmp, label=label,
+                  metadata={**meta, META_KEYS_CLUSTERED: "prefix8"}, row_group_size=OVERLAY_ROW_GROUP_ROWS)
+
+
+def row_groups_with_keys(pf: pq.ParquetFile, key: str, sorted_keys: list[str]) -> list[int] | None:
+    """Row groups whose key min/max may hold one of `sorted_keys`; None when statistics are unusable."""
+    import bisect
+
+    md = pf.metadata
+    try:
+        col_idx = pf.schema_arrow.get_field_index(key)
+    except KeyError:
+        return None
+    keep = []
+    for i in range(md.num_row_groups):
+        stats = md.row_group(i).column(col_idx).statistics
+        if stats is None or not stats.has_min_max:
+            return None
+        lo, hi = stats.min, stats.max
+        if isinstance(lo, bytes):
+            lo, hi = lo.decode("utf-8", "replace"), hi.decode("utf-8", "replace")
+        j = bisect.bisect_left(sorted_keys, lo)
+        if j < len(sorted_keys) and sorted_keys[j] <= hi:
+            keep.append(i)
+    return keep

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 
 from ..contract import OVERLAY_KEYS
 from ..errors import SchemaError
-from .files import OverlaySource, Part
+from .files import META_KEYS_CLUSTERED, OverlaySource, Part, row_groups_with_keys
 
 
 def check_key_name(key: str) -> str:
@@ -38,10 +38,14 @@ def normalize_keys(values: pa.Array | pa.ChunkedArray, key: str) -> pa.Array:
 
 def _read_part(part: Part, key: str, columns: list[str], keys_filter: pa.Array | None) -> pa.Table:
     wanted = [key] + [c for c in columns if part.schema.get_field_index(c) >= 0]
-    table = pq.read_table(part.path, columns=wanted)
-    if keys_filter is not None:
-        table = table.filter(pc.is_in(normalize_keys(table[key], key), value_set=keys_filter))
-    return table
+    if keys_filter is None:
+        return pq.read_table(part.path, columns=wanted)
+    pf = pq.ParquetFile(part.path)
+    groups = None
+    if part.meta.get(META_KEYS_CLUSTERED):
+        groups = row_groups_with_keys(pf, key, sorted(keys_filter.to_pylist()))
+    table = pf.read(columns=wanted) if groups is None else pf.read_row_groups(groups, columns=wanted)
+    return table.filter(pc.is_in(normalize_keys(table[key], key), value_set=keys_filter))
 
 
 def _duplicate_keys(keys: pa.Array) -> list:
@@ -112,7 +116,9 @@ def merge_kernel(tables: list[pa.Table], key: str, columns: list[str], probe: pa
     probe_idx, part_idx = idx[:nprobe], idx[nprobe:]
     part_no = np.repeat(np.arange(len(tables)), lens)
     rows = np.flatnonzero(part_idx >= 0)
-    order = rows[np.argsort(part_idx[rows], kind="stable")]
+    # one unique integer per row (key index, then table position): a plain quicksort groups the keys
+    # and keeps newest-first order inside each group
+    order = rows[np.argsort(part_idx[rows] * max(len(tables), 1) + part_no[rows])]
     ks, ps = part_idx[order], part_no[order]
     same = (ks[1:] == ks[:-1]) & (ps[1:] == ps[:-1])
     if same.any():

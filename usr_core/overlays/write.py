@@ -19,8 +19,9 @@ from ..errors import NamespaceError, SchemaError
 from ..layout import check_namespace_name
 from ..registry.registry import Registry, hash_registry, namespace_contract_hash
 from ..registry.types import conforms, parse_type
-from ..storage.atomic import crash_point, fsync_dir, write_bytes, write_parquet
-from .files import find_overlay, list_part_paths, new_part_name, overlay_metadata  # noqa: F401 (re-export)
+from ..storage.atomic import crash_point, fsync_dir, write_bytes
+from .files import (cluster_by_key, find_overlay, list_part_paths, new_part_name,  # noqa: F401 (re-export)
+                    overlay_metadata, write_overlay_file)
 from .inputs import coerce_column
 from .merge import normalize_keys
 
@@ -163,8 +164,8 @@ def write_compact(ds, ns: str, table: pa.Table, *, key: str, reg: Registry, allo
     result = upsert_compact(existing, table, key)
     h = hash_registry(reg)
     contract = None if ns == "usr" else namespace_contract_hash(reg, ns)
-    write_parquet(path, result, tmp=ds.paths.compact_overlay_tmp(ns), label="compact",
-                  metadata=overlay_metadata(ns, key, ts(), h, contract))
+    write_overlay_file(path, result, key, overlay_metadata(ns, key, ts(), h, contract),
+                       tmp=ds.paths.compact_overlay_tmp(ns), label="compact")
     return table.num_rows, missing, result.num_rows
 
 
@@ -259,7 +260,8 @@ def promote_compact(ds, ns: str) -> Path | None:
 def write_part_file(parts_dir: Path, table: pa.Table, meta: dict[str, str]) -> Path:
     parts_dir.mkdir(parents=True, exist_ok=True)
     final = parts_dir / new_part_name()
-    write_parquet(final, table, tmp=final.with_name(final.name + ".tmp"), label="part", metadata=meta)
+    write_overlay_file(final, table, table.column_names[0], meta, tmp=final.with_name(final.name + ".tmp"),
+                       label="part")
     return final
 
 
@@ -292,9 +294,10 @@ def stage_create(ds, ns: str, table: pa.Table, meta: dict[str, str]) -> Path:
     staging = ds.paths.derived / f".{ns}.staging-{uuid.uuid4().hex}"
     staging.mkdir(parents=True)
     part = staging / new_part_name()
-    write_parquet(part, table, tmp=part.with_name(part.name + ".tmp"), label="create", metadata=meta)
+    key = table.column_names[0]
+    write_overlay_file(part, table, key, meta, tmp=part.with_name(part.name + ".tmp"), label="create")
     back = pq.read_table(part)
-    if not back.equals(table.replace_schema_metadata(back.schema.metadata)):
+    if not back.equals(cluster_by_key(table, key).replace_schema_metadata(back.schema.metadata)):
         shutil.rmtree(staging, ignore_errors=True)
         raise SchemaError(f"Read-back of the staged overlay {ns!r} differs from the input.", hint="Retry the write.")
     fsync_dir(staging)

@@ -91,14 +91,14 @@ def write_text(final: Path, text: str, tmp: Path | None = None, label: str = "wr
 
 
 def write_parquet(final: Path, table: pa.Table, tmp: Path | None = None, label: str = "write",
-                  metadata: dict[str, str] | None = None) -> None:
+                  metadata: dict[str, str] | None = None, row_group_size: int | None = None) -> None:
     """Write `table` (with merged key/value metadata) atomically as zstd parquet."""
     if metadata is not None:
         merged = dict(table.schema.metadata or {})
         merged.update({k.encode(): v.encode() for k, v in metadata.items()})
         table = table.replace_schema_metadata(merged)
     with atomic_path(final, tmp, label) as t:
-        pq.write_table(table, t, compression=PARQUET_COMPRESSION)
+        pq.write_table(table, t, compression=PARQUET_COMPRESSION, row_group_size=row_group_size)
 
 
 def write_parquet_batches(final: Path, schema: pa.Schema, batches: Callable[[], Iterator[pa.RecordBatch]],

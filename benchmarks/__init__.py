@@ -1,0 +1,1 @@
+"""USR benchmark suite (issue 5): `python -m benchmarks.run --help`."""
