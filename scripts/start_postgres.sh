@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install (Debian packages) and start a throw-away PostgreSQL on 127.0.0.1 for the Dagster
-# PostgreSQL-instance test.  Prints `export USR_TEST_POSTGRES_URL=...` on success.
+# PostgreSQL-instance test.  Prints `export USR_TEST_PG_DSN=...` on success.
 set -euo pipefail
 PORT="${USR_PG_PORT:-54329}"
 DATA="${USR_PG_DATA:-/tmp/usr-pg-data}"
@@ -22,4 +22,4 @@ rm -rf "$DATA"; mkdir -p "$DATA"
 "${RUNAS[@]}" "$PGBIN/initdb" -D "$DATA" -A trust -U postgres >&2
 "${RUNAS[@]}" "$PGBIN/pg_ctl" -D "$DATA" -l "$DATA/server.log" -w \
   -o "-c listen_addresses=127.0.0.1 -p $PORT -k /tmp" start >&2
-echo "export USR_TEST_POSTGRES_URL=postgresql://postgres@127.0.0.1:$PORT/postgres"
+echo "export USR_TEST_PG_DSN=postgresql://postgres@127.0.0.1:$PORT/postgres"

@@ -9,7 +9,7 @@ from .layout import discover_datasets, normalize_dataset_id
 from .records import AddSequencesResult
 from .registry.registry import (ensure_registry_entries, load_registry, namespace_contract_hash, register_namespace,
                                 registry_hash)
-from .registry.types import parse_columns_spec
+from .registry.types import canonical_type, parse_columns_spec, parse_type
 
 
 def merge(root, dest, src, **kwargs):
@@ -25,5 +25,6 @@ __all__ = [
     "DuplicateIDError", "LockTimeoutError", "NamespaceError", "SchemaError", "SequencesError", "ValidationError",
     "compute_id", "normalize_sequence", "validate_alphabet", "validate_bio_type", "discover_datasets",
     "normalize_dataset_id", "AddSequencesResult", "ensure_registry_entries", "load_registry",
-    "namespace_contract_hash", "register_namespace", "registry_hash", "parse_columns_spec", "merge",
+    "namespace_contract_hash", "register_namespace", "registry_hash", "parse_columns_spec", "parse_type",
+    "canonical_type", "merge",
 ]

@@ -96,6 +96,7 @@ class Dataset:
         self._locked = 0
         self._lock_owner: int | None = None  # thread holding the lock: re-entry is per thread only
         self._maintenance: dict | None = None
+        self.last_part_path: Path | None = None  # the part written by this object's last part write
         self._maintenance_actor = None
 
     # ------------------------------------------------------------------ paths and opening
@@ -417,6 +418,7 @@ class Dataset:
                 target = self.paths.parts_dir(ns)
                 ow.publish_noreplace(staging, target)
                 part = next(iter(ow.list_part_paths(target)))
+                self.last_part_path = part
                 try:
                     self.log_event("write_overlay_part", args=args, metrics=metrics, artifacts=artifacts,
                                    target_path=part, actor=actor)
@@ -429,6 +431,7 @@ class Dataset:
             finish_pending_compaction(self.paths, ns)
             ow.promote_compact(self, ns)
             part = ow.write_part_file(self.paths.parts_dir(ns), table, meta)
+            self.last_part_path = part
             ow.update_digest_ledger(self.paths.parts_dir(ns), [part])
             self.log_event("write_overlay_part", args=args, metrics=metrics, artifacts=artifacts,
                            target_path=part, actor=actor)

@@ -10,10 +10,7 @@ from dagster import (DataVersion, MaterializeResult, TableColumn, TableColumnDep
 
 from usr_core import Dataset, load_registry, namespace_contract_hash, registry_hash
 
-try:  # public names requested from usr_core; the fallback goes once usr_core/__init__ re-exports them
-    from usr_core import canonical_type, parse_type
-except ImportError:  # pragma: no cover - until usr_core/__init__ re-exports them
-    from usr_core.registry import canonical_type, parse_type
+from usr_core import canonical_type, parse_type
 
 from .common import dagster_md, namespace_version, overlay_sources, records_key, sha256_file
 
@@ -89,13 +86,10 @@ class PartWrite:
 def write_part(ds: Dataset, namespace: str, table: pa.Table, *, key: str, actor: dict,
                event_args: dict | None = None) -> PartWrite:
     """write_overlay_part (auto-freeze and the event included), then find the new part on disk."""
-    before = {s.path for s in overlay_sources(ds.dir, namespace)}
     rows = ds.write_overlay_part(namespace, table, key=key, actor=actor, event_args=event_args or {})
     sources = overlay_sources(ds.dir, namespace)
-    # the new part is the newest file that was not there before (a promoted compact file keeps its old
-    # created_at, so it ranks below the new part)
-    new = [s for s in sources if s.path not in before]
-    part = new[0].path if (rows and new) else None
+    part = ds.last_part_path if rows else None
+    new = [s for s in sources if part is not None and s.path == part]
     return PartWrite(rows=rows, part=part, digest=sha256_file(part) if part else None,
                      registry_hash=new[0].registry_hash if new else registry_hash(ds.root),
                      contract_hash=new[0].contract_hash if new else None,
