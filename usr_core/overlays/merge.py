@@ -6,6 +6,8 @@ part first, NULLs dropped, and the first occurrence per key index wins.
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -88,69 +90,200 @@ def _newest_first_tables(src: OverlaySource, columns: list[str], keys_filter) ->
                               hint="Run overlay-refresh-metadata on it, or remove the part.")
     types = unify_types(src, columns)
     ordered = sorted(src.parts, key=lambda p: p.rank, reverse=True)  # O9: newest first
-    tables = []
-    for part in ordered:
+
+    def load(part: Part) -> pa.Table:
         t = _read_part(part, key, columns, keys_filter)
         arrays = [normalize_keys(t[key], key)]
         arrays += [t[c].combine_chunks() if c in t.column_names else pa.nulls(t.num_rows, types[c]) for c in columns]
-        tables.append(pa.Table.from_arrays(arrays, [key] + columns))
+        return pa.Table.from_arrays(arrays, [key] + columns)
+
+    with ThreadPoolExecutor(2) as pool:  # parquet decoding and arrow kernels release the GIL
+        tables = list(pool.map(load, ordered))
     return tables, ordered
+
+
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _fixed_words(arr: pa.Array, width: int | None) -> np.ndarray | None:
+    """The keys as an (n, words) uint64 matrix when every key is non-NULL and `width` bytes long."""
+    if arr.null_count or not pa.types.is_string(arr.type):
+        return None
+    offs = np.frombuffer(arr.buffers()[1], np.int32, len(arr) + 1, arr.offset * 4)
+    w = int(offs[1] - offs[0]) if width is None and len(arr) else width
+    if w is None or w == 0 or w % 8 or not np.all(np.diff(offs) == w):
+        return None
+    data = np.frombuffer(arr.buffers()[2], np.uint8)[offs[0]:offs[-1]]
+    return data.view("<u8").reshape(-1, w // 8)
+
+
+def _hash_words(words: np.ndarray) -> np.ndarray:
+    h = np.zeros(len(words), np.uint64)
+    for j in range(words.shape[1]):
+        h ^= words[:, j]
+        h *= _MIX
+        h ^= h >> np.uint64(29)
+    return h
+
+
+class _HashIndex:
+    """Open addressing over 64-bit key hashes (load <= 0.5), built and probed with whole-array numpy steps."""
+
+    def __init__(self, h: np.ndarray):
+        bits = max(4, int(2 * len(h) - 1).bit_length())
+        self.shift, self.mask, self.h = np.uint64(64 - bits), (1 << bits) - 1, h
+        self.slots = np.full(1 << bits, -1, np.int32)
+        self.unique = True
+        cand = (h >> self.shift).astype(np.int64)
+        pending = np.arange(len(h), dtype=np.int32)
+        while len(pending):
+            c = cand[pending]
+            occ = self.slots[c]
+            taken = occ >= 0
+            if (h[occ[taken]] == h[pending[taken]]).any():
+                self.unique = False
+                return
+            free_rows, free_c = pending[~taken], c[~taken]
+            self.slots[free_c] = free_rows
+            lost = free_rows[self.slots[free_c] != free_rows]
+            retry = np.concatenate([pending[taken], lost])
+            cand[pending[taken]] = (cand[pending[taken]] + 1) & self.mask
+            pending = retry
+
+    def lookup(self, q: np.ndarray) -> np.ndarray:
+        out = np.full(len(q), -1, np.int32)
+        cand = (q >> self.shift).astype(np.int64)
+        pending = np.arange(len(q), dtype=np.int64)
+        while len(pending):
+            e = np.take(self.slots, cand)
+            occ = e >= 0
+            hit = occ & (np.take(self.h, np.maximum(e, 0)) == q)
+            out[pending[hit]] = e[hit]
+            more = occ & ~hit
+            pending, cand, q = pending[more], (cand[more] + 1) & self.mask, q[more]
+        return out
+
+
+def _fast_positions(probe: pa.Array, part_keys: list[pa.Array]) -> list[np.ndarray] | None:
+    """Each part row's probe row (-1: none) for equal-width keys (ids), via 64-bit hashes verified word by
+    word; None when the keys do not fit (other widths, NULLs, repeated probe keys, a hash collision)."""
+    pw = _fixed_words(probe, None)
+    if pw is None or not len(pw):
+        return None
+    width = pw.shape[1] * 8
+    words = [_fixed_words(k, width) for k in part_keys]
+    if any(w is None for w in words):
+        return None
+    index = _HashIndex(_hash_words(pw))
+    if not index.unique:
+        return None
+    def one(w):
+        pos = index.lookup(_hash_words(w))
+        hit = pos >= 0
+        if hit.all():
+            same = np.array_equal(np.take(pw, pos, axis=0), w)
+        else:
+            same = np.array_equal(np.take(pw, pos[hit], axis=0), w[hit])
+        return pos if same else None
+
+    with ThreadPoolExecutor(2) as pool:  # numpy releases the GIL in these loops
+        out = list(pool.map(one, words))
+    return None if any(p is None for p in out) else out
+
+
+def _raise_duplicate(key_value, where: str):
+    raise SchemaError(f"Overlay {where} has duplicate keys: {[key_value]} (O8).",
+                      hint="Each key may appear once per overlay file; remove or rewrite that file.")
+
+
+def _first_duplicate(pos: np.ndarray, nkeys: int, stamp: np.ndarray) -> int | None:
+    """Index into `pos` of a repeated non-negative value, or None; `stamp` is scratch of size nkeys."""
+    rows = np.flatnonzero(pos >= 0)
+    vals = pos[rows]
+    stamp[vals] = rows
+    lost = stamp[vals] != rows
+    if lost.any():
+        return int(rows[np.flatnonzero(lost)[0]])
+    return None
 
 
 def merge_kernel(tables: list[pa.Table], key: str, columns: list[str], probe: pa.Array | None = None,
                  names: list[str] | None = None) -> tuple[pa.Array, dict[str, pa.Array]]:
     """Per column, the first non-NULL value per key in `tables` order (newest first) wins (O9).
 
-    One dictionary-encode pass over (probe keys + part keys) and one stable integer sort.  Returns
-    (keys, columns): with `probe`, columns aligned to the probe rows (LEFT JOIN); without, one row per
-    distinct key.  Duplicate keys inside one table raise SchemaError (O8).
+    Part rows are mapped to a key slot (a probe row for equal-width unique probe keys, else a
+    dictionary index over probe + part keys); per column the parts are scattered oldest to newest
+    into one winner row per slot, so the newest non-NULL cell survives.  Returns (keys, columns):
+    with `probe`, columns aligned to the probe rows (LEFT JOIN); without, one row per distinct key.
+    Duplicate keys inside one table raise SchemaError (O8).
     """
     lens = [t.num_rows for t in tables]
+    offsets = np.r_[0, np.cumsum(lens)].astype(np.int64)
     part_keys = [t.column(key) for t in tables]
-    chunks = ([probe] if probe is not None else []) + [k.combine_chunks() if isinstance(k, pa.ChunkedArray) else k
-                                                       for k in part_keys]
-    all_keys = pa.concat_arrays([c.cast(pa.string()) for c in chunks]) if chunks else pa.array([], pa.string())
-    enc = pc.dictionary_encode(all_keys)
-    idx = pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
-    nprobe = len(probe) if probe is not None else 0
-    probe_idx, part_idx = idx[:nprobe], idx[nprobe:]
-    part_no = np.repeat(np.arange(len(tables)), lens)
-    rows = np.flatnonzero(part_idx >= 0)
-    # one unique integer per row (key index, then table position): a plain quicksort groups the keys
-    # and keeps newest-first order inside each group
-    order = rows[np.argsort(part_idx[rows] * max(len(tables), 1) + part_no[rows])]
-    ks, ps = part_idx[order], part_no[order]
-    same = (ks[1:] == ks[:-1]) & (ps[1:] == ps[:-1])
-    if same.any():
-        at = int(np.flatnonzero(same)[0])
-        bad = enc.dictionary[int(ks[at])].as_py()
-        where = names[ps[at]] if names else f"part {ps[at]}"
-        raise SchemaError(f"Overlay {where} has duplicate keys: {[bad]} (O8).",
-                          hint="Each key may appear once per overlay file; remove or rewrite that file.")
-    if len(order):
-        starts = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]])
+    part_keys = [(k.combine_chunks() if k.num_chunks != 1 else k.chunk(0)) if isinstance(k, pa.ChunkedArray) else k
+                 for k in part_keys]
+    part_keys = [k if pa.types.is_string(k.type) else k.cast(pa.string()) for k in part_keys]
+    if probe is not None and not pa.types.is_string(probe.type):
+        probe = probe.cast(pa.string())
+    positions = _fast_positions(probe, part_keys) if probe is not None else None
+    dictionary = probe_map = None
+    if positions is not None:
+        nkeys = len(probe)
     else:
-        starts = np.array([], dtype=np.int64)
-    group_keys = ks[starts]
-    big = np.iinfo(np.int64).max
-    seq = np.arange(len(order), dtype=np.int64)
-    out: dict[str, pa.Array] = {}
-    for name in columns:
+        chunks = ([probe] if probe is not None else []) + part_keys
+        all_keys = pa.concat_arrays(chunks) if chunks else pa.array([], pa.string())
+        enc = pc.dictionary_encode(all_keys)
+        dictionary = enc.dictionary
+        nkeys = len(dictionary)
+        idx = pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False)
+        nprobe = len(probe) if probe is not None else 0
+        probe_map = idx[:nprobe]
+        positions = [idx[nprobe + offsets[i]:nprobe + offsets[i + 1]] for i in range(len(tables))]
+    stamp = np.empty(nkeys, np.int64)
+    dups = []
+    for i, pos in enumerate(positions):
+        at = _first_duplicate(pos, nkeys, stamp)
+        if at is not None:
+            dups.append((int(pos[at]), i))
+    if positions is not None and probe_map is None and probe is not None:
+        # rows whose key is not in the probe: check their uniqueness per part too
+        for i, (pos, k) in enumerate(zip(positions, part_keys)):
+            miss = pos < 0
+            if miss.any():
+                rest = k.filter(pa.array(miss))
+                if len(pc.unique(rest)) != len(rest):
+                    vc = pc.value_counts(rest)
+                    dups.append((nkeys, i, vc.filter(pc.greater(vc.field("counts"), 1)).field("values")[0].as_py()))
+    if dups:
+        first = min(dups)
+        if len(first) == 3:
+            bad = first[2]
+        else:
+            bad = (dictionary[first[0]] if dictionary is not None else probe[first[0]]).as_py()
+        _raise_duplicate(bad, names[first[1]] if names else f"part {first[1]}")
+    itype = np.int32 if offsets[-1] < 2**31 else np.int64
+
+    def winners(name: str) -> pa.Array:
         col = pa.concat_arrays([t.column(name).combine_chunks() for t in tables]) if tables else pa.array([])
-        valid = pc.is_valid(col).to_numpy(zero_copy_only=False)[order]
-        if len(starts):
-            first = np.minimum.reduceat(np.where(valid, seq, big), starts)
-            winner = np.where(first < big, order[np.minimum(first, max(len(order) - 1, 0))], -1)
+        valid = pc.is_valid(col).to_numpy(zero_copy_only=False)
+        win = np.full(nkeys, -1, itype)
+        for i in reversed(range(len(tables))):  # oldest first: newer parts overwrite
+            pos = positions[i]
+            rows = np.flatnonzero(valid[offsets[i]:offsets[i + 1]] & (pos >= 0))
+            win[np.take(pos, rows)] = rows + offsets[i]
+        if probe_map is not None and probe is not None:
+            take = np.where(probe_map >= 0, np.take(win, np.maximum(probe_map, 0)), -1) if nkeys else \
+                np.full(len(probe_map), -1, itype)
         else:
-            winner = np.array([], dtype=np.int64)
-        if probe is not None:
-            by_key = np.full(len(enc.dictionary), -1, dtype=np.int64)
-            by_key[group_keys] = winner
-            take = np.where(probe_idx >= 0, by_key[np.maximum(probe_idx, 0)], -1)
-        else:
-            take = winner
-        out[name] = col.take(pa.array(take, mask=take < 0))
-    keys = probe if probe is not None else enc.dictionary.take(pa.array(group_keys))
+            take = win
+        return col.take(pa.array(take, mask=take < 0))
+
+    with ThreadPoolExecutor(2) as pool:
+        out = dict(zip(columns, pool.map(winners, columns)))
+    if probe is not None:
+        keys = probe
+    else:
+        keys = dictionary
     return keys, out
 
 
