@@ -295,19 +295,31 @@ def _head(paths, n, columns, include_overlays, include_deleted, registry) -> pa.
     taken: list[pa.Table] = []
     got = 0
     batch_size = max(1, min(65536, n))
+    want, pending, npending = batch_size, [], 0
+    # rows hidden by tombstones: join ever larger runs of base batches, growing 4x per join pass
     for batch in pf.iter_batches(batch_size=batch_size, columns=plan.base_read):
-        base = pa.Table.from_batches([batch])
-        if plan.overlays or plan.tombstones is not None:
-            out = _Joined(plan, base, keys_filter=True).assemble(base, 0)
-        else:
-            out = base.select(plan.out_columns)
+        pending.append(batch)
+        npending += batch.num_rows
+        if npending < want:
+            continue
+        out = _head_join(plan, pa.Table.from_batches(pending))
+        pending, npending, want = [], 0, min(want * 4, 1 << 16)
         taken.append(out)
         got += out.num_rows
         if got >= n:
             break
+    else:
+        if pending:
+            taken.append(_head_join(plan, pa.Table.from_batches(pending)))
     if not taken:
         return output_schema(paths, columns, include_overlays, include_deleted).empty_table()
     return pa.concat_tables(taken).slice(0, n)
+
+
+def _head_join(plan: ReadPlan, base: pa.Table) -> pa.Table:
+    if plan.overlays or plan.tombstones is not None:
+        return _Joined(plan, base, keys_filter=True).assemble(base.combine_chunks(), 0)
+    return base.select(plan.out_columns)
 
 
 def get_rows(paths: DatasetPaths, ids: list[str], *, columns=None, include_deleted=False,

@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -56,6 +57,12 @@ def _required_text(table: pa.Table, name: str, default: str) -> pa.Array:
     return col
 
 
+def _repeat_ts(value: dt.datetime, n: int) -> pa.Array:
+    ts_type = pa.timestamp("us", tz="UTC")
+    us = pa.scalar(value, ts_type).value
+    return pa.array(np.full(n, us, np.int64), ts_type)
+
+
 def _created_at(table: pa.Table, created_at) -> pa.Array:
     n = table.num_rows
     ts_type = pa.timestamp("us", tz="UTC")
@@ -64,7 +71,7 @@ def _created_at(table: pa.Table, created_at) -> pa.Array:
             created_at = dt.datetime.fromisoformat(created_at.replace("Z", "+00:00"))
         if created_at.tzinfo is None:
             created_at = created_at.replace(tzinfo=dt.timezone.utc)
-        return pa.array([created_at] * n, ts_type)
+        return _repeat_ts(created_at, n)
     if "created_at" in table.column_names:
         col = table["created_at"].combine_chunks()
         try:
@@ -81,7 +88,7 @@ def _created_at(table: pa.Table, created_at) -> pa.Array:
         if col.null_count:
             col = pc.fill_null(col, pa.scalar(utcnow(), ts_type))
         return col
-    return pa.array([utcnow()] * n, ts_type)
+    return _repeat_ts(utcnow(), n)
 
 
 def prepare_rows(rows, *, bio_type: str, alphabet: str, source: str | None, created_at=None,

@@ -32,10 +32,25 @@ def normalize_keys(values: pa.Array | pa.ChunkedArray, key: str) -> pa.Array:
         values = pc.cast(values, pa.string())
     if pa.types.is_large_string(values.type):
         values = pc.cast(values, pa.string())
+    if key != "sequence_ci" and _already_normal(values):
+        return values
     out = pc.utf8_trim_whitespace(values)
     if key == "sequence_ci":
         out = pc.utf8_upper(out)
     return pc.if_else(pc.equal(out, ""), pa.scalar(None, pa.string()), out)
+
+
+def _already_normal(values: pa.Array) -> bool:
+    """True when no key is NULL or empty and each starts and ends with a printable ASCII non-space
+    byte, so trimming changes nothing (every byte of a multi-byte character is >= 0x80)."""
+    if values.null_count or not len(values):
+        return False
+    offs = np.frombuffer(values.buffers()[1], np.int32, len(values) + 1, values.offset * 4)
+    if np.diff(offs).min() <= 0:
+        return False
+    data = np.frombuffer(values.buffers()[2], np.uint8)
+    ends = np.concatenate([np.take(data, offs[:-1]), np.take(data, offs[1:] - 1)])
+    return bool(((ends > 32) & (ends < 127)).all())
 
 
 def _read_part(part: Part, key: str, columns: list[str], keys_filter: pa.Array | None) -> pa.Table:
@@ -97,15 +112,22 @@ def _newest_first_tables(src: OverlaySource, columns: list[str], keys_filter) ->
         arrays += [t[c].combine_chunks() if c in t.column_names else pa.nulls(t.num_rows, types[c]) for c in columns]
         return pa.Table.from_arrays(arrays, [key] + columns)
 
-    with ThreadPoolExecutor(2) as pool:  # parquet decoding and arrow kernels release the GIL
-        tables = list(pool.map(load, ordered))
+    tables = _map(load, ordered, 0 if keys_filter is not None else 1 << 30)
     return tables, ordered
+
+
+def _map(fn, items, rows: int) -> list:
+    """fn over items, on two threads when the work is large (parquet, arrow and numpy release the GIL)."""
+    if rows < 200_000 or len(items) < 2:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(2) as pool:
+        return list(pool.map(fn, items))
 
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 
 
-def _fixed_words(arr: pa.Array, width: int | None) -> np.ndarray | None:
+def fixed_words(arr: pa.Array, width: int | None) -> np.ndarray | None:
     """The keys as an (n, words) uint64 matrix when every key is non-NULL and `width` bytes long."""
     if arr.null_count or not pa.types.is_string(arr.type):
         return None
@@ -117,7 +139,7 @@ def _fixed_words(arr: pa.Array, width: int | None) -> np.ndarray | None:
     return data.view("<u8").reshape(-1, w // 8)
 
 
-def _hash_words(words: np.ndarray) -> np.ndarray:
+def hash_words(words: np.ndarray) -> np.ndarray:
     h = np.zeros(len(words), np.uint64)
     for j in range(words.shape[1]):
         h ^= words[:, j]
@@ -126,7 +148,7 @@ def _hash_words(words: np.ndarray) -> np.ndarray:
     return h
 
 
-class _HashIndex:
+class HashIndex:
     """Open addressing over 64-bit key hashes (load <= 0.5), built and probed with whole-array numpy steps."""
 
     def __init__(self, h: np.ndarray):
@@ -164,21 +186,35 @@ class _HashIndex:
         return out
 
 
+_LAST_PROBE: list = []  # [(buffer identity, probe, words, index)]: one read joins several overlays on one probe
+
+
+def _probe_index(probe: pa.Array):
+    bufs = probe.buffers()
+    ident = tuple(b.address if b is not None else None for b in bufs) + (probe.offset, len(probe))
+    entry = _LAST_PROBE[0] if _LAST_PROBE else None  # one read of the shared slot (threads may replace it)
+    if entry is not None and entry[0] == ident:
+        return entry[2], entry[3]
+    pw = fixed_words(probe, None)
+    if pw is None or not len(pw):
+        return None, None
+    index = HashIndex(hash_words(pw))
+    _LAST_PROBE[:] = [(ident, probe, pw, index)]  # the probe reference keeps its buffers (and addresses) alive
+    return pw, index
+
+
 def _fast_positions(probe: pa.Array, part_keys: list[pa.Array]) -> list[np.ndarray] | None:
     """Each part row's probe row (-1: none) for equal-width keys (ids), via 64-bit hashes verified word by
     word; None when the keys do not fit (other widths, NULLs, repeated probe keys, a hash collision)."""
-    pw = _fixed_words(probe, None)
-    if pw is None or not len(pw):
+    pw, index = _probe_index(probe)
+    if pw is None or not index.unique:
         return None
     width = pw.shape[1] * 8
-    words = [_fixed_words(k, width) for k in part_keys]
+    words = [fixed_words(k, width) for k in part_keys]
     if any(w is None for w in words):
         return None
-    index = _HashIndex(_hash_words(pw))
-    if not index.unique:
-        return None
     def one(w):
-        pos = index.lookup(_hash_words(w))
+        pos = index.lookup(hash_words(w))
         hit = pos >= 0
         if hit.all():
             same = np.array_equal(np.take(pw, pos, axis=0), w)
@@ -186,8 +222,7 @@ def _fast_positions(probe: pa.Array, part_keys: list[pa.Array]) -> list[np.ndarr
             same = np.array_equal(np.take(pw, pos[hit], axis=0), w[hit])
         return pos if same else None
 
-    with ThreadPoolExecutor(2) as pool:  # numpy releases the GIL in these loops
-        out = list(pool.map(one, words))
+    out = _map(one, words, len(pw))
     return None if any(p is None for p in out) else out
 
 
@@ -278,8 +313,7 @@ def merge_kernel(tables: list[pa.Table], key: str, columns: list[str], probe: pa
             take = win
         return col.take(pa.array(take, mask=take < 0))
 
-    with ThreadPoolExecutor(2) as pool:
-        out = dict(zip(columns, pool.map(winners, columns)))
+    out = dict(zip(columns, _map(winners, columns, offsets[-1])))
     if probe is not None:
         keys = probe
     else:

@@ -10,6 +10,7 @@ import shutil
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -23,7 +24,7 @@ from ..storage.atomic import crash_point, fsync_dir, write_bytes
 from .files import (cluster_by_key, find_overlay, list_part_paths, new_part_name,  # noqa: F401 (re-export)
                     overlay_metadata, write_overlay_file)
 from .inputs import coerce_column
-from .merge import normalize_keys
+from .merge import HashIndex, fixed_words, hash_words, normalize_keys
 
 ATTACH_ARG_KEYS = {"namespace", "key", "rows_incoming", "rows_matched", "rows_missing", "allow_overwrite", "note"}
 PART_ARG_KEYS = {"namespace", "key", "columns", "rows_incoming", "rows_matched", "rows_written", "rows_missing",
@@ -75,9 +76,12 @@ def registered_types(reg: Registry, ns: str) -> dict[str, str]:
 
 
 def _check_missing_keys(keys: pa.Array, raw: pa.Array) -> None:
-    low = pc.utf8_lower(pc.utf8_trim_whitespace(pc.cast(raw, pa.string())))
-    bad = pc.or_kleene(pc.is_null(raw), pc.is_in(low, value_set=pa.array(_MISSING_KEYS)))
-    bad = pc.fill_null(bad, True)
+    """`keys` = normalize_keys(raw) (trimmed, '' -> NULL); only 3-4 character keys can be nan/none."""
+    bad = pc.is_null(keys)
+    short = pc.fill_null(pc.less_equal(pc.binary_length(keys), 4), False)
+    if pc.any(short).as_py():
+        low = pc.utf8_lower(keys)
+        bad = pc.or_(bad, pc.fill_null(pc.is_in(low, value_set=pa.array(_MISSING_KEYS)), False))
     if pc.any(bad).as_py():
         rows = [i + 1 for i in pc.indices_nonzero(bad).to_pylist()[:5]]
         raise SchemaError(f"Missing keys (empty, nan or none) at rows {rows} (O5).",
@@ -85,6 +89,11 @@ def _check_missing_keys(keys: pa.Array, raw: pa.Array) -> None:
 
 
 def _check_duplicates(keys: pa.Array) -> None:
+    words = fixed_words(keys, None) if isinstance(keys, pa.Array) else None
+    if words is not None:  # equal-width keys (ids): distinct 64-bit hashes prove distinct keys
+        h = np.sort(hash_words(words))
+        if not len(h) or not (h[1:] == h[:-1]).any():
+            return
     counts = pc.value_counts(keys)
     dup = counts.filter(pc.greater(counts.field("counts"), 1))
     if len(dup):
@@ -100,7 +109,7 @@ def match_base(ds, table: pa.Table, key: str, allow_missing: bool) -> tuple[pa.T
 
         check_sequence_keys(ds.paths, key)
     base_keys = normalize_keys(pq.read_table(ds.paths.records, columns=[base_col])[base_col], key)
-    present = pc.is_in(table[key], value_set=base_keys)
+    present = _present(table[key], base_keys)
     missing = len(present) - pc.sum(present).as_py() if len(present) else 0
     if missing and not allow_missing:
         sample = table[key].filter(pc.invert(present)).to_pylist()[:5]
@@ -109,10 +118,26 @@ def match_base(ds, table: pa.Table, key: str, allow_missing: bool) -> tuple[pa.T
     return (table.filter(present) if missing else table), missing
 
 
+def _present(keys, base_keys: pa.Array) -> pa.Array:
+    """pc.is_in(keys, base_keys), via verified 64-bit hashes when both are equal-width keys (ids)."""
+    if isinstance(keys, pa.ChunkedArray):
+        keys = keys.combine_chunks()
+    bw = fixed_words(base_keys, None)
+    kw = fixed_words(keys, bw.shape[1] * 8) if bw is not None and len(bw) else None
+    if kw is not None:
+        index = HashIndex(hash_words(bw))
+        if index.unique:
+            pos = index.lookup(hash_words(kw))
+            hit = pos >= 0
+            if np.array_equal(np.take(bw, pos[hit], axis=0), kw[hit]):
+                return pa.array(hit)
+    return pc.is_in(keys, value_set=base_keys)
+
+
 def _normalise_key_column(table: pa.Table, key: str) -> pa.Table:
     raw = table[key].combine_chunks()
-    _check_missing_keys(None, raw)
     keys = normalize_keys(raw, key)
+    _check_missing_keys(keys, raw)
     _check_duplicates(keys)
     return table.set_column(table.column_names.index(key), key, keys)
 
