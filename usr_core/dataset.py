@@ -319,7 +319,7 @@ class Dataset:
 
     def _require_no_parts(self, ns: str) -> None:
         """O5: compact writes need no parts dir (parts already folded by a finished compaction don't count)."""
-        src = find_overlay(self.paths, ns)
+        src = rd.consistent(self.paths, lambda: find_overlay(self.paths, ns))  # pre-lock calls race compactions
         if src is not None and src.kind == "parts":
             raise SchemaError(f"Overlay parts already exist for {ns!r}; compact first (O5).",
                               hint=f"Run `usr maintenance overlay-compact {self.name} --namespace {ns}`.")
@@ -389,9 +389,6 @@ class Dataset:
         self._overlay_preconditions(ns, key)
         if create:
             self._check_create_target(ns)
-        else:
-            find_overlay(self.paths, ns)  # L7
-            ow.check_part_key(self, ns, key)
         reg = self._registry(required=True)
         extra = ow.check_event_args(event_args, ow.PART_ARG_KEYS)
         table = ow.prepare_part_table(ns, to_table(table), key=key, key_col=key_col, reg=reg)
@@ -404,6 +401,9 @@ class Dataset:
             self._require()
             if create:
                 self._check_create_target(ns)
+            else:  # under the lock: a compaction or promotion cannot change the listing meanwhile
+                find_overlay(self.paths, ns)  # L7
+                ow.check_part_key(self, ns, key)
             incoming = table.num_rows
             table, missing = ow.match_base(self, table, key, allow_missing)
             if table.num_rows == 0:

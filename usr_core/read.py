@@ -61,7 +61,9 @@ def consistent(paths: DatasetPaths, build):
         try:
             result = build()
         except Exception as exc:
-            if attempt + 1 == _ATTEMPTS or not _vanished(exc):
+            # an error while a writer changed the listing (e.g. a parts directory emptied by a compaction
+            # after it was listed) says nothing about the data: read again from the new listing
+            if attempt + 1 == _ATTEMPTS or not (_vanished(exc) or _listing(paths) != before):
                 raise
             time.sleep(0.01 * (attempt + 1))
             continue
