@@ -16,7 +16,7 @@ from .contract import TOMBSTONE_COLUMNS, TOMBSTONE_NS
 from .errors import SchemaError, SequencesError
 from .layout import DatasetPaths
 from .overlays.files import OverlaySource, discover_overlays
-from .overlays.merge import joined_columns, normalize_keys
+from .overlays.merge import joined_columns, namespace_view, normalize_keys
 from .registry.registry import Registry, load_registry
 from .registry.types import conforms
 
@@ -328,28 +328,22 @@ def head(paths: DatasetPaths, n: int = 10, *, columns=None, include_overlays=Tru
 def _head(paths, n, columns, include_overlays, include_deleted, registry) -> pa.Table:
     plan = plan_read(paths, columns, include_overlays, include_deleted, registry)
     pf = pq.ParquetFile(paths.records)
-    taken: list[pa.Table] = []
-    got = 0
-    batch_size = max(1, min(65536, n))
-    want, pending, npending = batch_size, [], 0
-    # rows hidden by tombstones: join ever larger runs of base batches, growing 4x per join pass
-    for batch in pf.iter_batches(batch_size=batch_size, columns=plan.base_read):
-        pending.append(batch)
-        npending += batch.num_rows
-        if npending < want:
-            continue
-        out = _head_join(plan, pa.Table.from_batches(pending))
-        pending, npending, want = [], 0, min(want * 4, 1 << 16)
-        taken.append(out)
-        got += out.num_rows
+    hidden = None
+    if plan.tombstones is not None and not include_deleted:  # the tombstone file is small: hide rows first
+        tv = namespace_view(plan.tombstones, ["usr__deleted"])
+        hidden = tv.column(0).filter(pc.fill_null(tv["usr__deleted"], False))
+    batches, got = [], 0
+    for batch in pf.iter_batches(batch_size=max(1024, min(65536, n)), columns=plan.base_read):
+        if hidden is not None and len(hidden):
+            batch = batch.filter(pc.invert(pc.is_in(normalize_keys(batch.column("id"), "id"), value_set=hidden)))
+        batches.append(batch)
+        got += batch.num_rows
         if got >= n:
             break
-    else:
-        if pending:
-            taken.append(_head_join(plan, pa.Table.from_batches(pending)))
-    if not taken:
+    if not batches:
         return output_schema(paths, columns, include_overlays, include_deleted).empty_table()
-    return pa.concat_tables(taken).slice(0, n)
+    # overlays are joined for exactly the rows returned: their row groups are pruned by key statistics
+    return _head_join(plan, pa.Table.from_batches(batches).slice(0, n))
 
 
 def _head_join(plan: ReadPlan, base: pa.Table) -> pa.Table:
