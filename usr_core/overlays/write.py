@@ -194,6 +194,17 @@ def write_compact(ds, ns: str, table: pa.Table, *, key: str, reg: Registry, allo
     return table.num_rows, missing, result.num_rows
 
 
+def conforming_column(col, name: str, registry_type: str) -> pa.Array:
+    """O6/O5 without coercion: an all-NULL column gets the registry type, any other must conform already."""
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if pa.types.is_null(arr.type):
+        return pa.nulls(len(arr), parse_type(registry_type))
+    if not conforms(arr.type, registry_type):
+        raise SchemaError(f"type mismatch for {name}: {arr.type} does not conform to {registry_type}.",
+                          hint=f"Cast the column to {registry_type} before writing.")
+    return arr
+
+
 def prepare_attach_table(ns: str, table: pa.Table, *, key: str, key_col: str | None, columns, reg: Registry,
                          coerce: bool, parse_json: bool) -> pa.Table:
     key_col = key_col or ("sequence" if key != "id" else key)
@@ -215,12 +226,7 @@ def prepare_attach_table(ns: str, table: pa.Table, *, key: str, key_col: str | N
         if coerce:
             arr = coerce_column(col, dest, types[dest], parse_json)
         else:
-            arr = col.combine_chunks()
-            if pa.types.is_null(arr.type):
-                arr = pa.nulls(len(arr), parse_type(types[dest]))
-            elif not conforms(arr.type, types[dest]):
-                raise SchemaError(f"type mismatch for {dest}: {arr.type} does not conform to {types[dest]}.",
-                                  hint=f"Cast the column to {types[dest]} before writing.")
+            arr = conforming_column(col, dest, types[dest])
         arrays.append(arr)
         names.append(dest)
     if key_col != key and key in names[1:]:
@@ -253,12 +259,7 @@ def prepare_part_table(ns: str, table: pa.Table, *, key: str, key_col: str | Non
         if name not in types:
             raise SchemaError(f"Column {name} is not registered under namespace {ns!r}.",
                               hint="Add it to the registry (usr namespace register --overwrite).")
-        arr = table[name].combine_chunks()
-        if pa.types.is_null(arr.type):
-            arr = pa.nulls(len(arr), parse_type(types[name]))
-        elif not conforms(arr.type, types[name]):
-            raise SchemaError(f"type mismatch for {name}: {arr.type} does not conform to {types[name]}.",
-                              hint=f"Cast the column to {types[name]}.")
+        arr = conforming_column(table[name], name, types[name])
         arrays.append(arr)
         names.append(name)
     if len(names) == 1:
