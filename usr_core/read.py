@@ -5,6 +5,8 @@ then every base batch takes its slice of those positions: no per-batch rehashing
 """
 from __future__ import annotations
 
+import itertools
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -269,25 +271,57 @@ class _Joined:
         return table
 
 
+_READ_AHEAD_BYTES = 256 << 20
+
+
+def _read_ahead(batches: Iterator[pa.RecordBatch], budget: int) -> list[pa.RecordBatch]:
+    got, size = [], 0
+    for batch in batches:
+        got.append(batch)
+        size += batch.nbytes
+        if size >= budget:
+            break
+    return got
+
+
 def scan(paths: DatasetPaths, *, columns=None, include_overlays=True, include_deleted=False,
          batch_size: int = 65536, registry: Registry | None = None) -> Iterator[pa.RecordBatch]:
     def prepare():
         plan = plan_read(paths, columns, include_overlays, include_deleted, registry)
-        pf = pq.ParquetFile(paths.records)  # the open handle survives a later replacement of the file
-        needs_keys = plan.overlays or plan.tombstones is not None
+        pf = pq.ParquetFile(paths.records)  # open handles survive a later replacement of the file
+        if not (plan.overlays or plan.tombstones is not None):
+            return plan, None, pf.iter_batches(batch_size=batch_size, columns=plan.base_read), [], None
         key_cols = sorted({"id" if s.key == "id" else "sequence" for s, _ in plan.overlays}
                           | ({"id"} if plan.tombstones is not None else set()))
-        joined = _Joined(plan, pf.read(columns=key_cols), keys_filter=False) if needs_keys else None
-        return plan, pf, joined
+        # the key columns are read whole for the join; the other base columns are read ahead meanwhile
+        rest = [c for c in plan.base_read if c not in key_cols]
+        batches, ahead = iter(()), []
+        if rest:
+            batches = pq.ParquetFile(paths.records).iter_batches(batch_size=batch_size, columns=rest)
+            with ThreadPoolExecutor(1) as pool:
+                ahead = pool.submit(_read_ahead, batches, _READ_AHEAD_BYTES)
+                keys = pf.read(columns=key_cols)
+                joined = _Joined(plan, keys, keys_filter=False)
+                ahead = ahead.result()
+        else:
+            keys = pf.read(columns=key_cols)
+            joined = _Joined(plan, keys, keys_filter=False)
+            batches = (keys.slice(i, batch_size) for i in range(0, keys.num_rows, batch_size))
+        return plan, keys if rest else None, batches, ahead, joined
 
-    plan, pf, joined = consistent(paths, prepare)
+    plan, keys, batches, ahead, joined = consistent(paths, prepare)
     start = 0
-    for batch in pf.iter_batches(batch_size=batch_size, columns=plan.base_read):
+    for batch in itertools.chain(ahead, batches):
+        n = batch.num_rows
+        if keys is not None:
+            cols = {name: batch.column(name) for name in batch.schema.names}
+            cols.update({name: keys.column(name).slice(start, n) for name in keys.column_names})
+            batch = pa.table(cols)
         if joined is None:
             out = pa.Table.from_batches([batch]).select(plan.out_columns)
         else:
             out = joined.assemble(batch, start)
-        start += batch.num_rows
+        start += n
         for b in out.to_batches():
             if b.num_rows:
                 yield b

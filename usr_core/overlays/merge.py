@@ -1,12 +1,13 @@
 """The newest-non-null-wins kernel (O8, O9) and key normalisation (O2).
 
-One code path builds a namespace view for reads, compaction and materialize.  Per data column the
-winner of each key is found with numpy over the key's dictionary index: rows are ordered newest
-part first, NULLs dropped, and the first occurrence per key index wins.
+One code path builds a namespace view for reads, compaction and materialize.  Part rows are mapped
+to key slots (base rows for ids, via verified 64-bit hashes; else one dictionary encoding), then each
+column is scattered part by part, oldest to newest, so the newest non-NULL value per slot survives.
 """
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -91,29 +92,6 @@ def unify_types(src: OverlaySource, columns: list[str]) -> dict[str, pa.DataType
                                   hint="Rewrite the odd part with the registered type, or remove it.")
             types[name] = t
     return types
-
-
-def _newest_first_tables(src: OverlaySource, columns: list[str], keys_filter) -> tuple[list[pa.Table], list[Part]]:
-    key = src.key
-    if key is None:
-        raise SchemaError(f"Overlay {src.path} is missing usr:overlay_key metadata (O11).",
-                          hint="Rewrite the overlay with USR or run overlay-refresh-metadata.")
-    check_key_name(key)
-    for part in src.parts:
-        if part.created_at is None:
-            raise SchemaError(f"Overlay {part.path} is missing required created_at metadata (O8).",
-                              hint="Run overlay-refresh-metadata on it, or remove the part.")
-    types = unify_types(src, columns)
-    ordered = sorted(src.parts, key=lambda p: p.rank, reverse=True)  # O9: newest first
-
-    def load(part: Part) -> pa.Table:
-        t = _read_part(part, key, columns, keys_filter)
-        arrays = [normalize_keys(t[key], key)]
-        arrays += [t[c].combine_chunks() if c in t.column_names else pa.nulls(t.num_rows, types[c]) for c in columns]
-        return pa.Table.from_arrays(arrays, [key] + columns)
-
-    tables = _map(load, ordered, 0 if keys_filter is not None else 1 << 30)
-    return tables, ordered
 
 
 def _map(fn, items, rows: int) -> list:
@@ -203,27 +181,19 @@ def _probe_index(probe: pa.Array):
     return pw, index
 
 
-def _fast_positions(probe: pa.Array, part_keys: list[pa.Array]) -> list[np.ndarray] | None:
-    """Each part row's probe row (-1: none) for equal-width keys (ids), via 64-bit hashes verified word by
-    word; None when the keys do not fit (other widths, NULLs, repeated probe keys, a hash collision)."""
-    pw, index = _probe_index(probe)
-    if pw is None or not index.unique:
+def _fast_positions(pw: np.ndarray, index: HashIndex, keys: pa.Array) -> np.ndarray | None:
+    """Each part row's probe row (-1: none) for equal-width keys (ids), via 64-bit hashes verified word
+    by word; None when the keys do not fit (another width, NULLs)."""
+    w = fixed_words(keys, pw.shape[1] * 8)
+    if w is None:
         return None
-    width = pw.shape[1] * 8
-    words = [fixed_words(k, width) for k in part_keys]
-    if any(w is None for w in words):
-        return None
-    def one(w):
-        pos = index.lookup(hash_words(w))
-        hit = pos >= 0
-        if hit.all():
-            same = np.array_equal(np.take(pw, pos, axis=0), w)
-        else:
-            same = np.array_equal(np.take(pw, pos[hit], axis=0), w[hit])
-        return pos if same else None
-
-    out = _map(one, words, len(pw))
-    return None if any(p is None for p in out) else out
+    pos = index.lookup(hash_words(w))
+    if not len(pos) or pos.min() >= 0:
+        same = np.array_equal(np.take(pw, pos, axis=0), w)
+    else:
+        hit = np.flatnonzero(pos >= 0)
+        same = np.array_equal(np.take(pw, pos[hit], axis=0), w[hit])
+    return pos if same else None  # a 64-bit hash collision: let the dictionary path decide
 
 
 def _raise_duplicate(key_value, where: str):
@@ -242,97 +212,174 @@ def _first_duplicate(pos: np.ndarray, nkeys: int, stamp: np.ndarray) -> int | No
     return None
 
 
-def merge_kernel(tables: list[pa.Table], key: str, columns: list[str], probe: pa.Array | None = None,
-                 names: list[str] | None = None) -> tuple[pa.Array, dict[str, pa.Array]]:
-    """Per column, the first non-NULL value per key in `tables` order (newest first) wins (O9).
+@dataclass
+class _Loaded:
+    """One part, newest first: data columns, and either slots (probe rows) or the keys to encode."""
+    name: str
+    n: int
+    cols: dict
+    pos: np.ndarray | None = None
+    keys: pa.Array | None = None
 
-    Part rows are mapped to a key slot (a probe row for equal-width unique probe keys, else a
-    dictionary index over probe + part keys); per column the parts are scattered oldest to newest
-    into one winner row per slot, so the newest non-NULL cell survives.  Returns (keys, columns):
-    with `probe`, columns aligned to the probe rows (LEFT JOIN); without, one row per distinct key.
-    Duplicate keys inside one table raise SchemaError (O8).
-    """
-    lens = [t.num_rows for t in tables]
-    offsets = np.r_[0, np.cumsum(lens)].astype(np.int64)
-    part_keys = [t.column(key) for t in tables]
-    part_keys = [(k.combine_chunks() if k.num_chunks != 1 else k.chunk(0)) if isinstance(k, pa.ChunkedArray) else k
-                 for k in part_keys]
-    part_keys = [k if pa.types.is_string(k.type) else k.cast(pa.string()) for k in part_keys]
-    if probe is not None and not pa.types.is_string(probe.type):
-        probe = probe.cast(pa.string())
-    positions = _fast_positions(probe, part_keys) if probe is not None else None
-    dictionary = probe_map = None
-    if positions is not None:
-        nkeys = len(probe)
-    else:
-        chunks = ([probe] if probe is not None else []) + part_keys
-        all_keys = pa.concat_arrays(chunks) if chunks else pa.array([], pa.string())
-        enc = pc.dictionary_encode(all_keys)
-        dictionary = enc.dictionary
-        nkeys = len(dictionary)
-        idx = pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False)
-        nprobe = len(probe) if probe is not None else 0
-        probe_map = idx[:nprobe]
-        positions = [idx[nprobe + offsets[i]:nprobe + offsets[i + 1]] for i in range(len(tables))]
-    stamp = np.empty(nkeys, np.int64)
-    dups = []
-    for i, pos in enumerate(positions):
-        at = _first_duplicate(pos, nkeys, stamp)
-        if at is not None:
-            dups.append((int(pos[at]), i))
-    if positions is not None and probe_map is None and probe is not None:
-        # rows whose key is not in the probe: check their uniqueness per part too
-        for i, (pos, k) in enumerate(zip(positions, part_keys)):
-            miss = pos < 0
-            if miss.any():
-                rest = k.filter(pa.array(miss))
-                if len(pc.unique(rest)) != len(rest):
-                    vc = pc.value_counts(rest)
-                    dups.append((nkeys, i, vc.filter(pc.greater(vc.field("counts"), 1)).field("values")[0].as_py()))
-    if dups:
-        first = min(dups)
-        if len(first) == 3:
-            bad = first[2]
+
+def _load_parts(src: OverlaySource, columns: list[str], probe: pa.Array | None,
+                keys_filter: pa.Array | None) -> list[_Loaded]:
+    """Read the parts (newest first, O9) and map their keys to probe rows where the fast path fits.
+
+    Keys are dropped as soon as they are mapped, so a read holds the key strings of two parts at most."""
+    key = src.key
+    if key is None:
+        raise SchemaError(f"Overlay {src.path} is missing usr:overlay_key metadata (O11).",
+                          hint="Rewrite the overlay with USR or run overlay-refresh-metadata.")
+    check_key_name(key)
+    for part in src.parts:
+        if part.created_at is None:
+            raise SchemaError(f"Overlay {part.path} is missing required created_at metadata (O8).",
+                              hint="Run overlay-refresh-metadata on it, or remove the part.")
+    types = unify_types(src, columns)
+    ordered = sorted(src.parts, key=lambda p: p.rank, reverse=True)  # O9: newest first
+    pw, index = _probe_index(probe) if probe is not None else (None, None)
+    fast = pw is not None and index.unique
+
+    def load(part: Part) -> _Loaded:
+        t = _read_part(part, key, columns, keys_filter)
+        keys = normalize_keys(t[key], key)
+        cols = {c: t[c].combine_chunks() if c in t.column_names else pa.nulls(t.num_rows, types[c]) for c in columns}
+        out = _Loaded(str(part.path), t.num_rows, cols)
+        out.pos = _fast_positions(pw, index, keys) if fast else None
+        if out.pos is None:
+            out.keys = keys
+            return out
+        if _first_duplicate(out.pos, len(probe), np.empty(len(probe), np.int32)) is not None:
+            out.pos, out.keys = None, keys  # the dictionary path names the duplicate
+            return out
+        miss = out.pos < 0
+        if miss.any():  # keys outside the probe are dropped by the join, yet must be unique (O8)
+            rest = keys.filter(pa.array(miss))
+            if len(pc.unique(rest)) != len(rest):
+                vc = pc.value_counts(rest)
+                _raise_duplicate(vc.filter(pc.greater(vc.field("counts"), 1)).field("values")[0].as_py(), out.name)
+        return out
+
+    return _map(load, ordered, 0 if keys_filter is not None else 1 << 30)
+
+
+def _primitive(dt: pa.DataType) -> bool:
+    return (pa.types.is_integer(dt) or pa.types.is_floating(dt) or pa.types.is_temporal(dt)) \
+        and dt.bit_width % 8 == 0
+
+
+def _raw_values(arr: pa.Array) -> np.ndarray:
+    width = arr.type.bit_width // 8
+    return np.frombuffer(arr.buffers()[1], np.dtype(f"u{width}"), len(arr), arr.offset * width)
+
+
+def _scatter_primitive(arrays: list[pa.Array], positions: list[np.ndarray], nslots: int) -> tuple:
+    """(values, valid) per slot: parts oldest to newest, so the newest non-NULL value stays (O9)."""
+    dt = arrays[0].type
+    out = np.zeros(nslots, np.dtype(f"u{dt.bit_width // 8}"))
+    ok = np.zeros(nslots, bool)
+    for arr, pos in zip(reversed(arrays), reversed(positions)):
+        vals = _raw_values(arr)
+        keep = pos >= 0
+        if arr.null_count:
+            keep &= pc.is_valid(arr).to_numpy(zero_copy_only=False)
+        if keep.all():
+            out[pos] = vals
+            ok[pos] = True
         else:
-            bad = (dictionary[first[0]] if dictionary is not None else probe[first[0]]).as_py()
-        _raise_duplicate(bad, names[first[1]] if names else f"part {first[1]}")
+            rows = np.flatnonzero(keep)
+            sel = pos[rows]
+            out[sel] = vals[rows]
+            ok[sel] = True
+    return out, ok
+
+
+def _primitive_array(dt: pa.DataType, values: np.ndarray, ok: np.ndarray) -> pa.Array:
+    nulls = len(ok) - int(np.count_nonzero(ok))
+    validity = pa.py_buffer(np.packbits(ok, bitorder="little")) if nulls else None
+    return pa.Array.from_buffers(dt, len(ok), [validity, pa.py_buffer(values)], null_count=nulls)
+
+
+def _scatter_any(arrays: list[pa.Array], positions: list[np.ndarray], nslots: int, take: np.ndarray | None):
+    col = pa.concat_arrays(arrays)
+    offsets = np.r_[0, np.cumsum([len(a) for a in arrays])].astype(np.int64)
     itype = np.int32 if offsets[-1] < 2**31 else np.int64
+    valid = pc.is_valid(col).to_numpy(zero_copy_only=False)
+    win = np.full(nslots, -1, itype)
+    for i in reversed(range(len(arrays))):  # oldest first: newer parts overwrite
+        pos = positions[i]
+        rows = np.flatnonzero(valid[offsets[i]:offsets[i + 1]] & (pos >= 0))
+        win[np.take(pos, rows)] = rows + offsets[i]
+    if take is not None:
+        win = np.where(take >= 0, np.take(win, np.maximum(take, 0)), -1) if nslots else np.full(len(take), -1, itype)
+    return col.take(pa.array(win, mask=win < 0))
+
+
+def merge_parts(loaded: list[_Loaded], key: str, columns: list[str], probe: pa.Array | None = None,
+                ) -> tuple[pa.Array, dict[str, pa.Array]]:
+    """Per column, the first non-NULL value per key in `loaded` order (newest first) wins (O9).
+
+    Rows mapped to probe rows by the fast path keep those; the others (and every row when there is
+    no probe) get a slot from one dictionary encoding of probe + their keys, chunk by chunk (no
+    concatenation).  Per column the parts are scattered oldest to newest into one winner per slot.
+    Returns (keys, columns): with `probe`, columns aligned to the probe rows (LEFT JOIN); without,
+    one row per distinct key.  Duplicate keys inside one part raise SchemaError (O8).
+    """
+    slow = [x for x in loaded if x.pos is None]
+    take = dictionary = None
+    if slow or probe is None:
+        chunks = ([probe] if probe is not None else []) + [x.keys for x in slow]
+        enc = pc.dictionary_encode(pa.chunked_array(chunks, pa.string()))
+        dictionary = enc.chunks[-1].dictionary if enc.num_chunks else pa.array([], pa.string())
+        nslots = len(dictionary)
+        idx = [pc.fill_null(c.indices, -1).to_numpy(zero_copy_only=False) for c in enc.chunks]
+        if probe is not None:
+            take, idx = (idx[0] if len(probe) else np.empty(0, np.int32)), idx[1 if len(probe) else 0:]
+        idx = iter(idx)
+        for x in slow:  # fast positions are probe rows = dictionary slots (probe keys unique, non-NULL)
+            x.pos = next(idx) if x.n else np.empty(0, np.int32)
+        stamp = np.empty(nslots, np.int64)
+        for x in slow:
+            at = _first_duplicate(x.pos, nslots, stamp)
+            if at is not None:
+                _raise_duplicate(dictionary[int(x.pos[at])].as_py(), x.name)
+            x.keys = None
+        if take is not None and np.array_equal(take, np.arange(len(take))):
+            take = None  # probe keys are the first slots, in order
+    else:
+        nslots = len(probe)
+    positions = [x.pos for x in loaded]
 
     def winners(name: str) -> pa.Array:
-        col = pa.concat_arrays([t.column(name).combine_chunks() for t in tables]) if tables else pa.array([])
-        valid = pc.is_valid(col).to_numpy(zero_copy_only=False)
-        win = np.full(nkeys, -1, itype)
-        for i in reversed(range(len(tables))):  # oldest first: newer parts overwrite
-            pos = positions[i]
-            rows = np.flatnonzero(valid[offsets[i]:offsets[i + 1]] & (pos >= 0))
-            win[np.take(pos, rows)] = rows + offsets[i]
-        if probe_map is not None and probe is not None:
-            take = np.where(probe_map >= 0, np.take(win, np.maximum(probe_map, 0)), -1) if nkeys else \
-                np.full(len(probe_map), -1, itype)
-        else:
-            take = win
-        return col.take(pa.array(take, mask=take < 0))
+        arrays = [x.cols[name] for x in loaded]
+        dt = arrays[0].type if arrays else pa.null()
+        if not arrays:
+            return pa.nulls(len(probe) if probe is not None else nslots, dt)
+        if _primitive(dt):
+            values, ok = _scatter_primitive(arrays, positions, nslots)
+            if take is not None:
+                hit = take >= 0
+                values, ok = np.take(values, np.where(hit, take, 0)), np.take(ok, np.where(hit, take, 0)) & hit
+            return _primitive_array(dt, values, ok)
+        return _scatter_any(arrays, positions, nslots, take)
 
-    out = dict(zip(columns, _map(winners, columns, offsets[-1])))
-    if probe is not None:
-        keys = probe
-    else:
-        keys = dictionary
-    return keys, out
+    out = dict(zip(columns, _map(winners, columns, sum(x.n for x in loaded))))
+    return (probe if probe is not None else dictionary), out
 
 
 def namespace_view(src: OverlaySource, columns: list[str] | None = None,
                    keys_filter: pa.Array | None = None) -> pa.Table:
     """O8/O9: one row per normalised key; columns = key (named `src.key`) + requested data columns."""
     columns = src.data_columns() if columns is None else [c for c in columns if c in src.data_columns()]
-    tables, ordered = _newest_first_tables(src, columns, keys_filter)
-    keys, cols = merge_kernel(tables, src.key, columns, names=[str(p.path) for p in ordered])
+    keys, cols = merge_parts(_load_parts(src, columns, None, keys_filter), src.key, columns)
     return pa.Table.from_arrays([keys] + [cols[c] for c in columns], [src.key] + columns)
 
 
 def joined_columns(src: OverlaySource, columns: list[str], probe: pa.Array,
                    keys_filter: pa.Array | None = None) -> dict[str, pa.Array]:
     """O10: the namespace view LEFT JOINed onto `probe` (normalised base keys), aligned row for row."""
-    tables, ordered = _newest_first_tables(src, columns, keys_filter)
-    _keys, cols = merge_kernel(tables, src.key, columns, probe=probe, names=[str(p.path) for p in ordered])
+    if not pa.types.is_string(probe.type):
+        probe = probe.cast(pa.string())
+    _keys, cols = merge_parts(_load_parts(src, columns, probe, keys_filter), src.key, columns, probe)
     return cols
