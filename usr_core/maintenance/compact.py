@@ -13,16 +13,20 @@ import shutil
 import uuid
 from pathlib import Path
 
-from ..contract import (META_NAMESPACE_CONTRACT_HASH, META_OVERLAY_CREATED_AT, META_OVERLAY_KEY,
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..contract import (PARQUET_COMPRESSION, META_NAMESPACE_CONTRACT_HASH, META_OVERLAY_CREATED_AT, META_OVERLAY_KEY,
                         META_OVERLAY_NAMESPACE, META_REGISTRY_HASH, RESERVED_NAMESPACES, ts)
 from ..errors import SchemaError
 from ..layout import DatasetPaths, check_namespace_name
-from ..overlays.files import (META_COMPACTED_PARTS, _folded_by_compact, find_overlay, list_part_paths,
-                              write_overlay_file)
-from ..overlays.merge import check_key_name, namespace_view
+from ..overlays import files, ranges
+from ..overlays.files import (META_COMPACTED_PARTS, META_KEYS_CLUSTERED, _folded_by_compact, dictionary_columns,
+                              find_overlay, list_part_paths, write_overlay_file)
+from ..overlays.merge import check_key_name, namespace_view, unify_types
 from ..read import check_conformance
 from ..registry.registry import hash_registry, namespace_contract_hash
-from ..storage.atomic import crash_point, fsync_dir
+from ..storage.atomic import atomic_path, crash_point, fsync_dir
 
 
 def finish_pending_compaction(paths: DatasetPaths, ns: str) -> bool:
@@ -87,7 +91,6 @@ def compact_overlay(ds, ns: str) -> Path:
         check_key_name(src.key)
         if ns not in RESERVED_NAMESPACES:
             check_conformance(src, reg)
-        view = namespace_view(src)  # O9: the one newest-non-null kernel, shared with reads
         meta = dict(src.first.meta)
         meta[META_OVERLAY_NAMESPACE] = meta.get(META_OVERLAY_NAMESPACE) or ns
         meta[META_OVERLAY_KEY] = src.key
@@ -98,12 +101,42 @@ def compact_overlay(ds, ns: str) -> Path:
         else:
             meta[META_NAMESPACE_CONTRACT_HASH] = namespace_contract_hash(reg, ns)
         meta[META_COMPACTED_PARTS] = json.dumps([p.path.name for p in src.parts])
-        view = view.replace_schema_metadata(None)
-        write_overlay_file(compact, view, src.key, meta, tmp=paths.compact_overlay_tmp(ns), label="compact")
+        rows = _write_view(src, compact, paths.compact_overlay_tmp(ns), meta)
         crash_point("compact:before-delete-parts")
         delete_parts_dir(parts_dir)
         crash_point("compact:after-delete-parts")
         ds.log_event("compact_overlay", args={"namespace": ns, "archived": None, "parts": len(src.parts),
-                                              "rows": view.num_rows, "maintenance_reason": gate.get("reason")},
-                     metrics={"parts": len(src.parts), "rows": view.num_rows}, target_path=compact)
+                                              "rows": rows, "maintenance_reason": gate.get("reason")},
+                     metrics={"parts": len(src.parts), "rows": rows}, target_path=compact)
     return compact
+
+
+def _write_view(src, final: Path, tmp: Path, meta: dict[str, str]) -> int:
+    """Write the namespace view (O9, the one newest-non-null kernel shared with reads); returns rows.
+
+    Parts clustered by key prefix are merged and written range by range (bounded memory); others,
+    or parts whose keys turn out not to fit, are merged whole."""
+    if ranges.clustered(src):
+        try:
+            return _write_ranges(src, final, tmp, meta)
+        except ranges.NotClustered:
+            pass
+    view = namespace_view(src).replace_schema_metadata(None)
+    write_overlay_file(final, view, src.key, meta, tmp=tmp, label="compact")
+    return view.num_rows
+
+
+def _write_ranges(src, final: Path, tmp: Path, meta: dict[str, str]) -> int:
+    columns = src.data_columns()
+    types = unify_types(src, columns)
+    schema = pa.schema([(src.key, pa.string())] + [(c, types[c]) for c in columns],
+                       metadata={**meta, META_KEYS_CLUSTERED: "prefix8"})
+    rows = 0
+    with atomic_path(final, tmp, "compact") as t:
+        with pq.ParquetWriter(t, schema, compression=PARQUET_COMPRESSION,
+                              use_dictionary=dictionary_columns(schema, src.key)) as writer:
+            for table in ranges.view_ranges(src, columns, ranges.RANGE_ROWS):
+                writer.write_table(table.replace_schema_metadata(schema.metadata),
+                                   row_group_size=files.OVERLAY_ROW_GROUP_ROWS)
+                rows += table.num_rows
+    return rows

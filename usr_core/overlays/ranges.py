@@ -1,0 +1,129 @@
+"""The namespace view range by range, for compaction of parts clustered by key prefix.
+
+Parts we write keep their rows ordered by the first 8 key bytes, so the key space can be cut into
+prefix ranges and each range merged on its own: memory holds one range of every part instead of
+every part whole, and each row group is read once (rows past a cut wait for the next range).
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .files import META_KEYS_CLUSTERED, OverlaySource, Part
+from .merge import _Loaded, _map, fixed_words, merge_parts, normalize_keys, unify_types
+
+RANGE_ROWS = 262144  # part rows merged at once (all parts together)
+
+
+class NotClustered(Exception):
+    """A part's stored keys are not normalised or not ordered: use the whole-view merge instead."""
+
+
+def key_prefix(col: pa.Array) -> np.ndarray:
+    """The first 8 bytes of each string as a big-endian uint64 (integer order = byte order)."""
+    words = fixed_words(col, None)
+    if words is not None:
+        return words[:, 0].byteswap()
+    if not len(col):
+        return np.empty(0, np.uint64)
+    offsets = np.frombuffer(col.buffers()[1], np.int32, len(col) + 1, col.offset * 4)
+    data = np.frombuffer(col.buffers()[2], np.uint8) if col.buffers()[2] is not None else np.zeros(0, np.uint8)
+    data = np.concatenate([data, np.zeros(8, np.uint8)])
+    starts, lengths = offsets[:-1].astype(np.int64), np.diff(offsets).astype(np.int64)
+    pos = starts[:, None] + np.arange(8)
+    prefix = np.where(np.arange(8) < lengths[:, None], data[pos], 0).astype(np.uint8)
+    return prefix.view(">u8").ravel().astype(np.uint64)
+
+
+def _stat_prefix(value) -> int:
+    raw = value if isinstance(value, bytes) else str(value).encode()
+    return int.from_bytes(raw[:8].ljust(8, b"\0"), "big")
+
+
+class _Cursor:
+    """Row groups of one part read in order; rows at or past the current cut are carried over."""
+
+    def __init__(self, part: Part, key: str, columns: list[str], types: dict):
+        self.part, self.key, self.types = part, key, types
+        self.pf = pq.ParquetFile(part.path)
+        self.columns = [key] + [c for c in columns if part.schema.get_field_index(c) >= 0]
+        self.all_columns = columns
+        md, idx = self.pf.metadata, self.pf.schema_arrow.get_field_index(key)
+        self.groups = []  # (prefix of min, prefix of max, rows)
+        for i in range(md.num_row_groups):
+            st = md.row_group(i).column(idx).statistics
+            if st is None or not st.has_min_max or st.null_count:
+                raise NotClustered(part.path)
+            self.groups.append((_stat_prefix(st.min), _stat_prefix(st.max), md.row_group(i).num_rows))
+        if any(b[0] < a[1] for a, b in zip(self.groups, self.groups[1:])):
+            raise NotClustered(part.path)
+        self.next = 0
+        self.carry: pa.Table | None = None
+
+    def take(self, hi: int | None) -> _Loaded:
+        """The rows with key prefix < hi (all remaining rows when hi is None)."""
+        stop = self.next
+        while stop < len(self.groups) and (hi is None or self.groups[stop][0] < hi):
+            stop += 1
+        tables = [self.carry] if self.carry is not None else []
+        if stop > self.next:
+            tables.append(self.pf.read_row_groups(range(self.next, stop), columns=self.columns))
+        self.next = stop
+        table = pa.concat_tables(tables) if len(tables) > 1 else (tables[0] if tables else None)
+        if table is None:
+            table = pa.table({c: pa.array([], pa.string() if c == self.key else self.types[c]) for c in
+                              [self.key] + self.all_columns})
+        stored = table.column(self.key).combine_chunks()
+        if not pa.types.is_string(stored.type):
+            raise NotClustered(self.part.path)
+        prefix = key_prefix(stored)
+        if len(prefix) > 1 and not (prefix[1:] >= prefix[:-1]).all():
+            raise NotClustered(self.part.path)
+        cut = len(prefix) if hi is None else int(np.searchsorted(prefix, np.uint64(hi)))
+        self.carry = table.slice(cut) if cut < table.num_rows else None
+        table, stored = table.slice(0, cut), stored.slice(0, cut)
+        keys = normalize_keys(stored, self.key)
+        if keys is not stored and not keys.equals(stored):
+            raise NotClustered(self.part.path)  # a range is cut on stored keys: they must be the merged keys
+        cols = {c: table[c].combine_chunks() if c in table.column_names else pa.nulls(cut, self.types[c])
+                for c in self.all_columns}
+        return _Loaded(str(self.part.path), cut, cols, keys=keys)
+
+
+def clustered(src: OverlaySource) -> bool:
+    return src.key in ("id", "sequence") and bool(src.parts) and \
+        all(p.meta.get(META_KEYS_CLUSTERED) for p in src.parts)
+
+
+def _cuts(cursors: list[_Cursor], target_rows: int) -> list[int]:
+    """Prefix values cutting the key space into ranges of about `target_rows` part rows."""
+    groups = sorted((g[1], g[2]) for c in cursors for g in c.groups)
+    cuts, acc = [], 0
+    for hi, rows in groups:
+        acc += rows
+        if acc >= target_rows and (not cuts or hi + 1 > cuts[-1]):
+            cuts.append(hi + 1)
+            acc = 0
+    return cuts
+
+
+def view_ranges(src: OverlaySource, columns: list[str], target_rows: int) -> Iterator[pa.Table]:
+    """Tables of (key + columns), one per key range in prefix order, together the namespace view (O9).
+
+    Raises NotClustered (before or between ranges) when a part does not fit; the caller then
+    discards what it wrote and merges whole parts."""
+    types = unify_types(src, columns)
+    ordered = sorted(src.parts, key=lambda p: p.rank, reverse=True)  # O9: newest first
+    cursors = [_Cursor(p, src.key, columns, types) for p in ordered]
+    cuts = _cuts(cursors, target_rows)
+    for hi in cuts + [None]:
+        loaded = _map(lambda c: c.take(hi), cursors, sum(g[2] for c in cursors for g in c.groups))
+        keys, cols = merge_parts(loaded, src.key, columns)
+        if len(keys):
+            order = np.argsort(key_prefix(keys), kind="stable")
+            yield pa.Table.from_arrays([keys.take(order)] + [cols[c].take(order) for c in columns],
+                                       [src.key] + columns)
