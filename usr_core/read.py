@@ -6,7 +6,7 @@ then every base batch takes its slice of those positions: no per-batch rehashing
 from __future__ import annotations
 
 import itertools
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -229,17 +229,22 @@ def _base_keys(plan: ReadPlan, table_or_batch, key: str) -> pa.Array:
 class _Joined:
     """Overlay columns LEFT JOINed onto a set of base rows (aligned row for row)."""
 
-    def __init__(self, plan: ReadPlan, base: pa.Table, keys_filter: bool):
+    def __init__(self, plan: ReadPlan, base, keys_filter: bool):
+        """`base`: the base rows (at least their key columns), or a Future of them (read meanwhile)."""
         self.plan = plan
         self.views = []  # (columns dict aligned with base rows, names)
+        table = (lambda: base.result()) if isinstance(base, Future) else (lambda: base)
         for src, cols in plan.overlays:
-            base_keys = _base_keys(plan, base, src.key)
-            kf = pc.unique(base_keys.drop_null()) if keys_filter else None
-            self.views.append((joined_columns(src, cols, base_keys, keys_filter=kf), cols))
+            if keys_filter:
+                base_keys = _base_keys(plan, table(), src.key)
+                probe, kf = base_keys, pc.unique(base_keys.drop_null())
+            else:
+                probe, kf = (lambda key=src.key: _base_keys(plan, table(), key)), None
+            self.views.append((joined_columns(src, cols, probe, keys_filter=kf), cols))
         self.deleted = None
         self.tomb = None
         if plan.tombstones is not None:
-            ids = normalize_keys(base.column("id"), "id")
+            ids = normalize_keys(table().column("id"), "id")
             kf = pc.unique(ids.drop_null()) if keys_filter else None
             self.tomb = joined_columns(plan.tombstones, list(TOMBSTONE_COLUMNS), ids, keys_filter=kf)
             self.deleted = pc.fill_null(self.tomb["usr__deleted"], False)
@@ -293,19 +298,19 @@ def scan(paths: DatasetPaths, *, columns=None, include_overlays=True, include_de
             return plan, None, pf.iter_batches(batch_size=batch_size, columns=plan.base_read), [], None
         key_cols = sorted({"id" if s.key == "id" else "sequence" for s, _ in plan.overlays}
                           | ({"id"} if plan.tombstones is not None else set()))
-        # the key columns are read whole for the join; the other base columns are read ahead meanwhile
+        # the key columns are read whole for the join (while the join reads the parts), then the other
+        # base columns are read ahead
         rest = [c for c in plan.base_read if c not in key_cols]
-        batches, ahead = iter(()), []
-        if rest:
-            batches = pq.ParquetFile(paths.records).iter_batches(batch_size=batch_size, columns=rest)
-            with ThreadPoolExecutor(1) as pool:
+        batches = iter(())
+        with ThreadPoolExecutor(1) as pool:
+            keys = pool.submit(pf.read, columns=key_cols)
+            if rest:
+                batches = pq.ParquetFile(paths.records).iter_batches(batch_size=batch_size, columns=rest)
                 ahead = pool.submit(_read_ahead, batches, _READ_AHEAD_BYTES)
-                keys = pf.read(columns=key_cols)
-                joined = _Joined(plan, keys, keys_filter=False)
-                ahead = ahead.result()
-        else:
-            keys = pf.read(columns=key_cols)
             joined = _Joined(plan, keys, keys_filter=False)
+            keys = keys.result()
+            ahead = ahead.result() if rest else []
+        if not rest:
             batches = (keys.slice(i, batch_size) for i in range(0, keys.num_rows, batch_size))
         return plan, keys if rest else None, batches, ahead, joined
 

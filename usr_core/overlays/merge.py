@@ -6,6 +6,7 @@ column is scattered part by part, oldest to newest, so the newest non-NULL value
 """
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -222,11 +223,13 @@ class _Loaded:
     keys: pa.Array | None = None
 
 
-def _load_parts(src: OverlaySource, columns: list[str], probe: pa.Array | None,
-                keys_filter: pa.Array | None) -> list[_Loaded]:
+def _load_parts(src: OverlaySource, columns: list[str], probe, keys_filter: pa.Array | None
+                ) -> tuple[list[_Loaded], pa.Array | None]:
     """Read the parts (newest first, O9) and map their keys to probe rows where the fast path fits.
 
-    Keys are dropped as soon as they are mapped, so a read holds the key strings of two parts at most."""
+    `probe` may be a callable: it is called (once) by the first part that needs it, so parts are
+    read while the caller's base keys are still being read.  Keys are dropped as soon as they are
+    mapped, so a read holds the key strings of two parts at most.  Returns (parts, probe)."""
     key = src.key
     if key is None:
         raise SchemaError(f"Overlay {src.path} is missing usr:overlay_key metadata (O11).",
@@ -238,19 +241,31 @@ def _load_parts(src: OverlaySource, columns: list[str], probe: pa.Array | None,
                               hint="Run overlay-refresh-metadata on it, or remove the part.")
     types = unify_types(src, columns)
     ordered = sorted(src.parts, key=lambda p: p.rank, reverse=True)  # O9: newest first
-    pw, index = _probe_index(probe) if probe is not None else (None, None)
-    fast = pw is not None and index.unique
+    state: dict = {}
+    lock = threading.Lock()
+
+    def resolved() -> dict:
+        with lock:
+            if not state:
+                p = probe() if callable(probe) else probe
+                if p is not None and not pa.types.is_string(p.type):
+                    p = p.cast(pa.string())
+                pw, index = _probe_index(p) if p is not None else (None, None)
+                state.update(probe=p, pw=pw, index=index, fast=pw is not None and index.unique)
+        return state
 
     def load(part: Part) -> _Loaded:
         t = _read_part(part, key, columns, keys_filter)
         keys = normalize_keys(t[key], key)
         cols = {c: t[c].combine_chunks() if c in t.column_names else pa.nulls(t.num_rows, types[c]) for c in columns}
         out = _Loaded(str(part.path), t.num_rows, cols)
-        out.pos = _fast_positions(pw, index, keys) if fast else None
+        st = resolved()
+        out.pos = _fast_positions(st["pw"], st["index"], keys) if st["fast"] else None
         if out.pos is None:
             out.keys = keys
             return out
-        if _first_duplicate(out.pos, len(probe), np.empty(len(probe), np.int32)) is not None:
+        nprobe = len(st["probe"])
+        if _first_duplicate(out.pos, nprobe, np.empty(nprobe, np.int32)) is not None:
             out.pos, out.keys = None, keys  # the dictionary path names the duplicate
             return out
         miss = out.pos < 0
@@ -261,7 +276,8 @@ def _load_parts(src: OverlaySource, columns: list[str], probe: pa.Array | None,
                 _raise_duplicate(vc.filter(pc.greater(vc.field("counts"), 1)).field("values")[0].as_py(), out.name)
         return out
 
-    return _map(load, ordered, 0 if keys_filter is not None else 1 << 30)
+    loaded = _map(load, ordered, 0 if keys_filter is not None else 1 << 30)
+    return loaded, resolved()["probe"]
 
 
 def _primitive(dt: pa.DataType) -> bool:
@@ -372,14 +388,13 @@ def namespace_view(src: OverlaySource, columns: list[str] | None = None,
                    keys_filter: pa.Array | None = None) -> pa.Table:
     """O8/O9: one row per normalised key; columns = key (named `src.key`) + requested data columns."""
     columns = src.data_columns() if columns is None else [c for c in columns if c in src.data_columns()]
-    keys, cols = merge_parts(_load_parts(src, columns, None, keys_filter), src.key, columns)
+    keys, cols = merge_parts(_load_parts(src, columns, None, keys_filter)[0], src.key, columns)
     return pa.Table.from_arrays([keys] + [cols[c] for c in columns], [src.key] + columns)
 
 
-def joined_columns(src: OverlaySource, columns: list[str], probe: pa.Array,
+def joined_columns(src: OverlaySource, columns: list[str], probe,
                    keys_filter: pa.Array | None = None) -> dict[str, pa.Array]:
-    """O10: the namespace view LEFT JOINed onto `probe` (normalised base keys), aligned row for row."""
-    if not pa.types.is_string(probe.type):
-        probe = probe.cast(pa.string())
-    _keys, cols = merge_parts(_load_parts(src, columns, probe, keys_filter), src.key, columns, probe)
-    return cols
+    """O10: the namespace view LEFT JOINed onto `probe` (normalised base keys, or a callable returning
+    them), aligned row for row."""
+    loaded, probe = _load_parts(src, columns, probe, keys_filter)
+    return merge_parts(loaded, src.key, columns, probe)[1]
