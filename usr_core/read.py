@@ -18,7 +18,7 @@ from .contract import TOMBSTONE_COLUMNS, TOMBSTONE_NS
 from .errors import SchemaError, SequencesError
 from .layout import DatasetPaths
 from .overlays.files import OverlaySource, discover_overlays
-from .overlays.merge import joined_columns, namespace_view, normalize_keys
+from .overlays.merge import HashIndex, fixed_words, hash_words, joined_columns, namespace_view, normalize_keys
 from .registry.registry import Registry, load_registry
 from .registry.types import conforms
 
@@ -131,6 +131,14 @@ def _distinct(pf: pq.ParquetFile, column: str) -> list:
     return sorted(v.decode() if isinstance(v, bytes) else v for v in values)
 
 
+def _all_distinct(keys: pa.Array) -> bool:
+    """Exact; equal-width keys (ids) first try distinct 64-bit hashes (no string hash table)."""
+    words = fixed_words(keys, None)
+    if words is not None and HashIndex(hash_words(words)).unique:
+        return True
+    return len(pc.unique(keys)) == len(keys)
+
+
 def check_sequence_keys(paths: DatasetPaths, key: str) -> None:
     """O3 on the base: one bio_type, dna_4 for sequence_ci, unique normalised keys.
 
@@ -151,7 +159,7 @@ def check_sequence_keys(paths: DatasetPaths, key: str) -> None:
                           hint="Use key 'sequence' or 'id'.")
     column = "sequence" if key == "sequence_ci" else "id"
     keys = normalize_keys(pf.read(columns=[column])[column], key if column == "sequence" else "id")
-    if len(pc.unique(keys)) != len(keys):
+    if not _all_distinct(keys):
         raise SchemaError(f"Key {key!r} is not unique over the base of {paths.name!r} (O3).",
                           hint="Use key 'id', or dedupe the dataset first.")
     _O3_CHECKED.clear()
