@@ -230,8 +230,8 @@ def plan_read(paths: DatasetPaths, columns=None, include_overlays=True, include_
     return plan
 
 
-def _base_keys(plan: ReadPlan, table_or_batch, key: str) -> pa.Array:
-    return normalize_keys(table_or_batch.column("id" if key == "id" else "sequence"), key)
+def _base_keys(plan: ReadPlan, table_or_batch, key: str):
+    return normalize_keys(table_or_batch.column("id" if key == "id" else "sequence"), key, combine=key == "id")
 
 
 class _Joined:

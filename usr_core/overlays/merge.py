@@ -26,9 +26,13 @@ def check_key_name(key: str) -> str:
     return key
 
 
-def normalize_keys(values: pa.Array | pa.ChunkedArray, key: str) -> pa.Array:
-    """O2 k(v): string, trimmed, '' -> NULL; sequence_ci also uppercased."""
+def normalize_keys(values: pa.Array | pa.ChunkedArray, key: str, combine: bool = True):
+    """O2 k(v): string, trimmed, '' -> NULL; sequence_ci also uppercased.
+
+    combine=False keeps a chunked input chunked (long keys such as sequences: no copy)."""
     if isinstance(values, pa.ChunkedArray):
+        if not combine and values.num_chunks > 1:
+            return pa.chunked_array([normalize_keys(c, key) for c in values.chunks], pa.string())
         values = values.combine_chunks() if values.num_chunks != 1 else values.chunk(0)
     if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
         values = pc.cast(values, pa.string())
@@ -182,6 +186,12 @@ def _probe_index(probe: pa.Array):
     return pw, index
 
 
+def _one_array(values):
+    if isinstance(values, pa.ChunkedArray):
+        return values.combine_chunks() if values.num_chunks != 1 else values.chunk(0)
+    return values
+
+
 def _fast_positions(pw: np.ndarray, index: HashIndex, keys: pa.Array) -> np.ndarray | None:
     """Each part row's probe row (-1: none) for equal-width keys (ids), via 64-bit hashes verified word
     by word; None when the keys do not fit (another width, NULLs)."""
@@ -250,16 +260,17 @@ def _load_parts(src: OverlaySource, columns: list[str], probe, keys_filter: pa.A
                 p = probe() if callable(probe) else probe
                 if p is not None and not pa.types.is_string(p.type):
                     p = p.cast(pa.string())
-                pw, index = _probe_index(p) if p is not None else (None, None)
+                single = isinstance(p, pa.Array) or (p is not None and p.num_chunks == 1)
+                pw, index = _probe_index(_one_array(p)) if single else (None, None)
                 state.update(probe=p, pw=pw, index=index, fast=pw is not None and index.unique)
         return state
 
     def load(part: Part) -> _Loaded:
         t = _read_part(part, key, columns, keys_filter)
-        keys = normalize_keys(t[key], key)
         cols = {c: t[c].combine_chunks() if c in t.column_names else pa.nulls(t.num_rows, types[c]) for c in columns}
         out = _Loaded(str(part.path), t.num_rows, cols)
         st = resolved()
+        keys = normalize_keys(t[key], key, combine=st["fast"])
         out.pos = _fast_positions(st["pw"], st["index"], keys) if st["fast"] else None
         if out.pos is None:
             out.keys = keys
@@ -345,16 +356,19 @@ def merge_parts(loaded: list[_Loaded], key: str, columns: list[str], probe: pa.A
     slow = [x for x in loaded if x.pos is None]
     take = dictionary = None
     if slow or probe is None:
-        chunks = ([probe] if probe is not None else []) + [x.keys for x in slow]
+        arrays = ([probe] if probe is not None else []) + [x.keys for x in slow]
+        chunks = [c for a in arrays for c in (a.chunks if isinstance(a, pa.ChunkedArray) else [a])]
         enc = pc.dictionary_encode(pa.chunked_array(chunks, pa.string()))
         dictionary = enc.chunks[-1].dictionary if enc.num_chunks else pa.array([], pa.string())
         nslots = len(dictionary)
-        idx = [pc.fill_null(c.indices, -1).to_numpy(zero_copy_only=False) for c in enc.chunks]
+        idx = np.concatenate([pc.fill_null(c.indices, -1).to_numpy(zero_copy_only=False) for c in enc.chunks]
+                             + [np.empty(0, np.int32)])
+        bounds = np.cumsum([0] + [len(a) for a in arrays])
+        idx = [idx[bounds[i]:bounds[i + 1]] for i in range(len(arrays))]
         if probe is not None:
-            take, idx = (idx[0] if len(probe) else np.empty(0, np.int32)), idx[1 if len(probe) else 0:]
-        idx = iter(idx)
-        for x in slow:  # fast positions are probe rows = dictionary slots (probe keys unique, non-NULL)
-            x.pos = next(idx) if x.n else np.empty(0, np.int32)
+            take, idx = idx[0], idx[1:]
+        for x, pos in zip(slow, idx):  # fast positions are probe rows = slots (probe keys unique, non-NULL)
+            x.pos = pos
         stamp = np.empty(nslots, np.int64)
         for x in slow:
             at = _first_duplicate(x.pos, nslots, stamp)
