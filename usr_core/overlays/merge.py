@@ -99,9 +99,12 @@ def unify_types(src: OverlaySource, columns: list[str]) -> dict[str, pa.DataType
     return types
 
 
+THREADED_ROWS = 200_000
+
+
 def _map(fn, items, rows: int) -> list:
     """fn over items, on two threads when the work is large (parquet, arrow and numpy release the GIL)."""
-    if rows < 200_000 or len(items) < 2:
+    if rows < THREADED_ROWS or len(items) < 2:
         return [fn(x) for x in items]
     with ThreadPoolExecutor(2) as pool:
         return list(pool.map(fn, items))
