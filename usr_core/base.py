@@ -49,17 +49,30 @@ def _prune_snapshots(paths: DatasetPaths) -> None:
             pass
 
 
-def rewrite_base(paths: DatasetPaths, schema: pa.Schema, batches: Callable[[], Iterator[pa.RecordBatch]],
-                 metadata: dict[str, str], label: str = "base") -> int:
-    """Write a new records.parquet: temp file, snapshot copy of the new content (L6), rename, prune."""
+ROW_GROUP_ROWS = 65536
+
+
+def rewrite_base(paths: DatasetPaths, schema: pa.Schema, batches: Callable[[], Iterator[pa.RecordBatch | pa.Table]],
+                 metadata: dict[str, str], label: str = "base",
+                 before_publish: Callable[[], None] | None = None) -> int:
+    """Write a new records.parquet: temp file, snapshot copy of the new content (L6), rename, prune.
+
+    A batch becomes one row group, a table row groups of ROW_GROUP_ROWS.  `before_publish` runs once the temp
+    file is complete; if it raises, the temp file is removed."""
     schema = schema.with_metadata({k.encode(): v.encode() for k, v in metadata.items()})
     rows = 0
     with atomic_path(paths.records, paths.records_tmp, label=label) as tmp:
         with pq.ParquetWriter(tmp, schema, compression=PARQUET_COMPRESSION) as writer:
-            for batch in batches():
-                if batch.num_rows:
-                    writer.write_batch(batch.cast(schema.remove_metadata()) if batch.schema != schema else batch)
-                    rows += batch.num_rows
+            for part in batches():
+                if part.num_rows:
+                    part = part.cast(schema.remove_metadata()) if part.schema != schema else part
+                    if isinstance(part, pa.Table):  # one call, GIL released throughout: see records.NewRows
+                        writer.write_table(part, row_group_size=ROW_GROUP_ROWS)
+                    else:
+                        writer.write_batch(part)
+                    rows += part.num_rows
+        if before_publish is not None:
+            before_publish()
         try:
             snap = paths.snapshots / f"records-{snapshot_stamp()}.parquet"
             with atomic_path(snap, label=f"{label}-snapshot") as snap_tmp:

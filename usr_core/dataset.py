@@ -5,7 +5,7 @@ import contextlib
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 from . import events as ev
 from . import read as rd
 from .base import auto_freeze, base_metadata, check_essentials, m1_metadata, rewrite_base, write_base_table
-from .contract import (ARROW_SCHEMA, META_DATASET_CREATED_AT, STATE_NS, TOMBSTONE_NS, ts)
+from .contract import (ARROW_SCHEMA, META_DATASET_CREATED_AT, META_REGISTRY_HASH, STATE_NS, TOMBSTONE_NS, ts)
 from .errors import SchemaError, SequencesError
 from .layout import DatasetPaths, dataset_paths, normalize_dataset_id
 from .overlays import write as ow
@@ -22,7 +22,7 @@ from .overlays.files import discover_overlays, file_metadata, find_overlay, over
 from .overlays.inputs import read_input
 from .maintenance.compact import finish_pending_compaction
 from .overlays.merge import check_key_name
-from .records import AddSequencesResult, existing_ids_mask, prepare_rows
+from .records import AddSequencesResult, NewRows, validate_rows
 from .registry.registry import hash_registry, load_registry, namespace_contract_hash
 from .storage.atomic import write_text
 from .storage.locks import file_lock
@@ -244,45 +244,62 @@ class Dataset:
             self._freeze(reg, actor)
             self.log_event("init", args={"source": source}, metrics={"rows": 0}, actor=actor)
 
-    def _append_rows(self, new: pa.Table) -> None:
+    def _append_rows(self, new: Callable[[], Iterator[pa.Table]], before_publish=None) -> None:
+        """S9: existing rows in order + the new S1 tables; extra materialized columns get NULL."""
         pf = pq.ParquetFile(self.paths.records)
         schema = pf.schema_arrow
         check_essentials(schema, self.paths.records)
         meta = m1_metadata(file_metadata(schema), self._hash())
         out_schema = schema.remove_metadata()
-        extra = [f for f in out_schema if f.name not in new.column_names]
-        if extra:
-            new = pa.Table.from_arrays([new[c] for c in new.column_names] + [pa.nulls(new.num_rows, f.type)
-                                                                               for f in extra],
-                                       new.column_names + [f.name for f in extra])
-        new = new.select(out_schema.names).cast(out_schema)
 
         def batches():
             yield from pf.iter_batches(65536)
-            yield from new.to_batches(65536)
+            for t in new():
+                yield pa.Table.from_arrays([t[f.name] if f.name in t.column_names else pa.nulls(t.num_rows, f.type)
+                                            for f in out_schema], schema=out_schema)
 
-        rewrite_base(self.paths, out_schema, batches, meta, label="append")
+        rewrite_base(self.paths, out_schema, batches, meta, label="append", before_publish=before_publish)
+
+    def _ingest(self, new: NewRows, reg, on_conflict: str, args: dict, actor, *, write_empty: bool) -> int:
+        """S7-S9 and R14 under the lock; returns rows written.  When R14 will not restamp the base, the new
+        rows are encoded while their ids are still being hashed, and the id checks and the freeze run before
+        that file is published (a failed check removes it)."""
+        self._require()
+        if new.num_rows and base_metadata(self.paths).get(META_REGISTRY_HASH) == hash_registry(reg):
+            def checked():
+                if new.kept(self.paths, on_conflict) is not None:
+                    raise _SkipRows()
+                self._freeze(reg, actor)
+            try:
+                self._append_rows(new.chunks, before_publish=checked)
+                return self._ingested(new.num_rows, new.num_rows, args, actor)
+            except _SkipRows:
+                pass  # on_conflict="ignore" and some ids exist: rewrite without them
+        keep = new.kept(self.paths, on_conflict)
+        table = new.table() if keep is None else new.table().filter(keep)
+        if not table.num_rows and not write_empty:
+            return 0
+        check_essentials(pq.read_schema(self.paths.records), self.paths.records)  # S9 before R14
+        self._freeze(reg, actor)
+        if table.num_rows:
+            self._append_rows(lambda: iter([table]))
+        return self._ingested(table.num_rows, new.num_rows, args, actor)
+
+    def _ingested(self, written: int, total: int, args: dict, actor) -> int:
+        self.log_event("import_rows", args=args, metrics={"rows_written": written, "rows_skipped": total - written},
+                       actor=actor)
+        return written
 
     def import_rows(self, rows, default_bio_type: str = "dna", default_alphabet: str = "dna_4", source=None,
                     strict_id_check: bool = True, actor=None) -> int:
         reg = self._registry(required=True)
         self._require()
-        table = prepare_rows(rows, bio_type=default_bio_type, alphabet=default_alphabet, source=source,
-                             strict_id_check=strict_id_check)
-        args = {"n": table.num_rows, "source_param": source, "on_conflict": "error"}
-        self._precheck_event("import_rows", args, actor)
-        with self.lock():
-            self._require()
-            dup = existing_ids_mask(self.paths, table["id"].combine_chunks())
-            if pc.any(dup).as_py():
-                raise _existing_dups(table, dup)
-            check_essentials(pq.read_schema(self.paths.records), self.paths.records)  # S9 before R14
-            self._freeze(reg, actor)
-            if table.num_rows:
-                self._append_rows(table)
-            self.log_event("import_rows", args=args, metrics={"rows_written": table.num_rows, "rows_skipped": 0},
-                           actor=actor)
-        return table.num_rows
+        with validate_rows(rows, bio_type=default_bio_type, alphabet=default_alphabet, source=source,
+                           strict_id_check=strict_id_check) as new:
+            args = {"n": new.num_rows, "source_param": source, "on_conflict": "error"}
+            self._precheck_event("import_rows", args, actor)
+            with self.lock():
+                return self._ingest(new, reg, "error", args, actor, write_empty=True)
 
     def add_sequences(self, rows, *, bio_type: str, alphabet: str, source: str = "", created_at=None,
                       on_conflict: str = "error", actor=None) -> AddSequencesResult:
@@ -290,26 +307,12 @@ class Dataset:
             raise SchemaError(f"Unknown on_conflict {on_conflict!r}.", hint="Use 'error' or 'ignore'.")
         reg = self._registry(required=True)
         self._require()
-        table = prepare_rows(rows, bio_type=bio_type, alphabet=alphabet, source=source, created_at=created_at)
-        ids = table["id"].to_pylist()
-        args = {"n": table.num_rows, "source_param": source, "on_conflict": on_conflict}
-        self._precheck_event("import_rows", args, actor)
-        with self.lock():
-            self._require()
-            dup = existing_ids_mask(self.paths, table["id"].combine_chunks())
-            if pc.any(dup).as_py():
-                if on_conflict == "error":
-                    raise _existing_dups(table, dup)
-                table = table.filter(pc.invert(dup))
-            skipped = len(ids) - table.num_rows
-            if table.num_rows == 0:
-                return AddSequencesResult(0, skipped, ids)
-            check_essentials(pq.read_schema(self.paths.records), self.paths.records)  # S9 before R14
-            self._freeze(reg, actor)
-            self._append_rows(table)
-            self.log_event("import_rows", args=args, metrics={"rows_written": table.num_rows,
-                                                              "rows_skipped": skipped}, actor=actor)
-        return AddSequencesResult(table.num_rows, skipped, ids)
+        with validate_rows(rows, bio_type=bio_type, alphabet=alphabet, source=source, created_at=created_at) as new:
+            args = {"n": new.num_rows, "source_param": source, "on_conflict": on_conflict}
+            self._precheck_event("import_rows", args, actor)
+            with self.lock():
+                added = self._ingest(new, reg, on_conflict, args, actor, write_empty=False)
+        return AddSequencesResult(added, new.num_rows - added, new.ids())
 
     # ------------------------------------------------------------------ overlay writes
     def _overlay_preconditions(self, namespace: str, key: str) -> None:
@@ -405,11 +408,14 @@ class Dataset:
                 find_overlay(self.paths, ns)  # L7
                 ow.check_part_key(self, ns, key)
             incoming = table.num_rows
-            table, missing = ow.match_base(self, table, key, allow_missing)
+            meta = overlay_metadata(ns, key, ts(), hash_registry(reg), namespace_contract_hash(reg, ns))
+            if create:
+                table, missing, encoded = *ow.match_base(self, table, key, allow_missing), None
+            else:
+                table, missing, encoded = ow.match_and_encode(self, table, key, allow_missing, meta)
             if table.num_rows == 0:
                 return 0
             self._freeze(reg, actor)
-            meta = overlay_metadata(ns, key, ts(), hash_registry(reg), namespace_contract_hash(reg, ns))
             args.update(rows_matched=table.num_rows, rows_written=table.num_rows, rows_missing=missing)
             metrics = {"rows_incoming": incoming, "rows_written": table.num_rows, "rows_missing": missing}
             artifacts = {"overlay": {"namespace": ns, "key": key}}
@@ -430,7 +436,7 @@ class Dataset:
                 return table.num_rows
             finish_pending_compaction(self.paths, ns)
             ow.promote_compact(self, ns)
-            part = ow.write_part_file(self.paths.parts_dir(ns), table, meta)
+            part = ow.write_part_file(self.paths.parts_dir(ns), table, meta, encoded)
             self.last_part_path = part
             ow.update_digest_ledger(self.paths.parts_dir(ns), [part])
             self.log_event("write_overlay_part", args=args, metrics=metrics, artifacts=artifacts,
@@ -640,10 +646,5 @@ class Dataset:
         return project.project_overlay(src, self, namespace, **kw)
 
 
-def _existing_dups(table: pa.Table, dup: pa.Array):
-    from .errors import DuplicateIDError
-
-    ids = table["id"].filter(dup).to_pylist()
-    return DuplicateIDError(f"{len(ids)} id(s) already exist in the dataset: {ids[:5]}",
-                            groups=[{"id": i, "count": 2} for i in ids[:5]],
-                            hint="Use add_sequences(on_conflict='ignore') to skip existing records.")
+class _SkipRows(Exception):
+    """Some new ids already exist and on_conflict='ignore': the speculative append is discarded."""

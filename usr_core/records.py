@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -11,15 +12,32 @@ import pyarrow.parquet as pq
 
 from .contract import ARROW_SCHEMA, utcnow
 from .errors import DuplicateIDError, SchemaError
-from .identity import check_columns, compute_ids
+from .identity import (arrow_bytes, check_columns, compute_ids, edges_may_be_space, offsets_and_data,
+                       string_chunks)
 from .layout import DatasetPaths
 
 
-@dataclass
 class AddSequencesResult:
-    added: int
-    skipped: int
-    ids: list[str]
+    """Rows added and skipped, and the id of every input row; `ids` becomes a list on first access
+    (a million Python strings cost ~0.3 s and ~100 MB that most callers never use)."""
+
+    def __init__(self, added: int, skipped: int, ids):
+        self.added, self.skipped, self._ids = added, skipped, ids
+
+    @property
+    def ids(self) -> list[str]:
+        if not isinstance(self._ids, list):
+            self._ids = self._ids.to_pylist()
+        return self._ids
+
+    def _asdict(self) -> dict:
+        return {"added": self.added, "skipped": self.skipped, "ids": self.ids}
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, AddSequencesResult) and self._asdict() == other._asdict()
+
+    def __repr__(self) -> str:
+        return f"AddSequencesResult(added={self.added}, skipped={self.skipped}, ids=<{len(self._ids)} ids>)"
 
 
 def to_table(rows) -> pa.Table:
@@ -39,15 +57,18 @@ def to_table(rows) -> pa.Table:
     return pa.Table.from_pylist(rows) if rows else pa.table({"sequence": pa.array([], pa.string())})
 
 
-def _string_col(table: pa.Table, name: str) -> pa.Array:
-    col = table[name].combine_chunks()
+def _string_col(table: pa.Table, name: str) -> pa.ChunkedArray:
+    col = table[name]  # chunks kept: combining would copy the whole sequence column
     return col if pa.types.is_string(col.type) else pc.cast(col, pa.string())
 
 
+def _repeat(value: str, n: int) -> pa.Array:
+    return pa.repeat(pa.scalar(value, pa.string()), n)
+
+
 def _required_text(table: pa.Table, name: str, default: str) -> pa.Array:
-    n = table.num_rows
     if name not in table.column_names:
-        return pa.array([default.strip()] * n, pa.string()) if n else pa.array([], pa.string())
+        return _repeat(default.strip(), table.num_rows)
     col = pc.utf8_trim_whitespace(_string_col(table, name))
     empty = pc.fill_null(pc.equal(col, ""), True)
     if pc.any(empty).as_py():
@@ -58,9 +79,7 @@ def _required_text(table: pa.Table, name: str, default: str) -> pa.Array:
 
 
 def _repeat_ts(value: dt.datetime, n: int) -> pa.Array:
-    ts_type = pa.timestamp("us", tz="UTC")
-    us = pa.scalar(value, ts_type).value
-    return pa.array(np.full(n, us, np.int64), ts_type)
+    return pa.repeat(pa.scalar(value, pa.timestamp("us", tz="UTC")), n)
 
 
 def _created_at(table: pa.Table, created_at) -> pa.Array:
@@ -91,41 +110,111 @@ def _created_at(table: pa.Table, created_at) -> pa.Array:
     return _repeat_ts(utcnow(), n)
 
 
-def prepare_rows(rows, *, bio_type: str, alphabet: str, source: str | None, created_at=None,
-                 strict_id_check: bool = True) -> pa.Table:
-    """S3-S7 over a whole batch, vectorised; returns a table with the S1 schema."""
+ID_STEPS = (65536, 131072, 262144)  # rows per id chunk handed to the writer: small first, then fewer handoffs
+
+
+class NewRows:
+    """Validated ingest rows (S3, S5, S6) whose S4 ids are hashed on a worker thread, chunk by chunk, so a
+    base rewrite can encode earlier chunks meanwhile (sha1 holds the GIL, parquet encoding releases it).
+    Use as a context manager: leaving it early cancels the hashing still queued."""
+
+    def __init__(self, body: pa.Table, given_ids: pa.ChunkedArray | None):
+        self.body, self.num_rows, self._given = body, body.num_rows, given_ids
+        self._bounds, start = [], 0  # (first row, rows) of each id chunk
+        while start < self.num_rows:
+            rows = min(ID_STEPS[min(len(self._bounds), len(ID_STEPS) - 1)], self.num_rows - start)
+            self._bounds.append((start, rows))
+            start += rows
+        pool = ThreadPoolExecutor(1, thread_name_prefix="usr-ids")
+        bio, seqs = body["bio_type"], body["sequence"]
+        hexed = arrow_bytes(40 * self.num_rows)  # allocated here: the worker thread would not reuse the pool
+        # normalized: validate_rows trimmed the bio_types and let only ASCII letters through in sequences
+        self._parts = [pool.submit(compute_ids, bio.slice(s, k), seqs.slice(s, k), normalized=True,
+                                   out=hexed[40 * s:40 * (s + k)]) for s, k in self._bounds]
+        pool.shutdown(wait=False)  # the queued chunks still run; the thread ends after the last
+        self._kept: tuple | None = None
+
+    def __enter__(self) -> "NewRows":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for part in self._parts:
+            part.cancel()
+
+    def ids(self) -> pa.ChunkedArray:
+        return pa.chunked_array([part.result() for part in self._parts], pa.string())
+
+    def table(self) -> pa.Table:
+        return pa.Table.from_arrays([self.ids(), *self.body.columns], schema=ARROW_SCHEMA)
+
+    def chunks(self) -> Iterator[pa.Table]:
+        """S1 tables in input order, each as soon as its ids exist.  The writer encodes a whole chunk in one
+        GIL-free call; per-batch calls would wait for the hashing thread to hand back the GIL each time."""
+        for (start, rows), part in zip(self._bounds, self._parts):
+            yield pa.Table.from_arrays([part.result(), *self.body.slice(start, rows).columns], schema=ARROW_SCHEMA)
+
+    def kept(self, paths: DatasetPaths, on_conflict: str) -> pa.Array | None:
+        """S6 id column, S7, S8 against `paths` (None: no base yet), i.e. the checks that need every id.
+        Returns the mask of rows to write, None for all (memoised)."""
+        if self._kept is None:
+            ids = self.ids()
+            if self._given is not None:
+                bad = pc.invert(pc.fill_null(pc.equal(self._given, ids), False))
+                if pc.any(bad).as_py():
+                    rows_bad = [i + 1 for i in pc.indices_nonzero(bad).to_pylist()[:5]]
+                    raise SchemaError(f"id mismatch at rows {rows_bad}: ids must equal sha1(bio_type|sequence) "
+                                      "(S4).", hint="Drop the id column to let USR compute ids, or fix the ids.")
+            check_batch_duplicates(self.table())
+            dup = existing_ids_mask(paths, ids) if paths is not None else None
+            if dup is None or not pc.any(dup).as_py():
+                self._kept = (None,)
+            elif on_conflict == "error":
+                raise existing_duplicates(ids, dup)
+            else:
+                self._kept = (pc.invert(dup),)
+        return self._kept[0]
+
+
+def validate_rows(rows, *, bio_type: str, alphabet: str, source: str | None, created_at=None,
+                  strict_id_check: bool = True) -> NewRows:
+    """S3, S5, S6 over a whole batch, vectorised; the ids follow on a worker thread (NewRows)."""
     table = to_table(rows)
     if "sequence" not in table.column_names:
         raise SchemaError("Input has no 'sequence' column.", hint="Name the sequence column 'sequence'.")
     n = table.num_rows
     raw = _string_col(table, "sequence")
-    seqs = pc.utf8_trim_whitespace(raw)
+    seqs = pc.utf8_trim_whitespace(raw) if edges_may_be_space(raw) else raw
     bio = _required_text(table, "bio_type", bio_type or "")
     alpha = _required_text(table, "alphabet", alphabet or "")
     check_columns(bio, alpha, seqs)
-    ids = compute_ids(bio, seqs)
+    given = None
     if "id" in table.column_names and strict_id_check:
         given = pc.utf8_trim_whitespace(_string_col(table, "id"))
-        bad = pc.invert(pc.fill_null(pc.equal(given, ids), False))
-        if pc.any(bad).as_py():
-            rows_bad = [i + 1 for i in pc.indices_nonzero(bad).to_pylist()[:5]]
-            raise SchemaError(f"id mismatch at rows {rows_bad}: ids must equal sha1(bio_type|sequence) (S4).",
-                              hint="Drop the id column to let USR compute ids, or fix the ids.")
     if source:
-        src = pa.array([source] * n, pa.string())
+        src = _repeat(source, n)
     elif "source" in table.column_names:
         src = pc.fill_null(_string_col(table, "source"), "")
     else:
-        src = pa.array([""] * n, pa.string())
-    out = pa.Table.from_arrays(
-        [ids, bio, seqs, alpha, pc.cast(pc.utf8_length(seqs), pa.int32()), src, _created_at(table, created_at)],
-        schema=ARROW_SCHEMA)
-    check_batch_duplicates(out)
-    return out
+        src = _repeat("", n)
+    length = pc.cast(pc.binary_length(seqs), pa.int32())  # == code points: check_columns allows ASCII letters only
+    body = pa.Table.from_arrays([bio, seqs, alpha, length, src, _created_at(table, created_at)],
+                                schema=pa.schema(list(ARROW_SCHEMA)[1:]))
+    return NewRows(body, given)
+
+
+def prepare_rows(rows, *, bio_type: str, alphabet: str, source: str | None, created_at=None,
+                 strict_id_check: bool = True) -> pa.Table:
+    """S3-S7 over a whole batch, vectorised; returns a table with the S1 schema."""
+    with validate_rows(rows, bio_type=bio_type, alphabet=alphabet, source=source, created_at=created_at,
+                       strict_id_check=strict_id_check) as new:
+        new.kept(None, "error")
+        return new.table()
 
 
 def check_batch_duplicates(table: pa.Table) -> None:
     """S7: duplicate ids within the batch, ≤5 groups (id, count, rows, sequence), count desc then id."""
+    if not ids_may_repeat(table["id"]):
+        return
     ids = table["id"].combine_chunks()
     counts = pc.value_counts(ids)
     dup = counts.filter(pc.greater(counts.field("counts"), 1))
@@ -141,6 +230,30 @@ def check_batch_duplicates(table: pa.Table) -> None:
                            hint="Remove the repeated sequences from the input.")
 
 
-def existing_ids_mask(paths: DatasetPaths, ids: pa.Array) -> pa.Array:
+def ids_may_repeat(ids: pa.ChunkedArray) -> bool:
+    """Cheap pre-check for S4 ids (40 hex chars each): 64-bit keys from the first 16 chars; only equal keys
+    can be equal ids, so a False answer is exact and a True one goes to the exact (slower) check."""
+    keys, pos = np.empty(len(ids), np.uint64), 0
+    for chunk in string_chunks(ids):
+        offs, data = offsets_and_data(chunk)
+        if chunk.null_count or offs[-1] - offs[0] != 40 * len(chunk) or (np.diff(offs) != 40).any():
+            return True
+        words = np.frombuffer(data, np.uint64, 5 * len(chunk), int(offs[0])).reshape(-1, 5)
+        np.multiply(words[:, 1], np.uint64(0x9E3779B97F4A7C15), out=keys[pos:pos + len(chunk)])
+        keys[pos:pos + len(chunk)] ^= words[:, 0]
+        pos += len(chunk)
+    keys.sort()
+    return bool((keys[1:] == keys[:-1]).any())
+
+
+def existing_ids_mask(paths: DatasetPaths, ids) -> pa.Array:
     base_ids = pq.read_table(paths.records, columns=["id"])["id"]
     return pc.is_in(ids, value_set=base_ids.combine_chunks())
+
+
+def existing_duplicates(ids, dup) -> DuplicateIDError:
+    """S8 with on_conflict='error': ≤5 of the ids that already exist."""
+    found = ids.filter(dup).to_pylist()
+    return DuplicateIDError(f"{len(found)} id(s) already exist in the dataset: {found[:5]}",
+                            groups=[{"id": i, "count": 2} for i in found[:5]],
+                            hint="Use add_sequences(on_conflict='ignore') to skip existing records.")

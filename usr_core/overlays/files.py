@@ -188,24 +188,70 @@ def cluster_by_key(table: pa.Table, key: str) -> pa.Table:
     col = table.column(key).combine_chunks()
     if len(col) < 2 or not pa.types.is_string(col.type):
         return table
-    offsets = np.frombuffer(col.buffers()[1], dtype=np.int32)[col.offset: col.offset + len(col) + 1]
-    data = np.frombuffer(col.buffers()[2], dtype=np.uint8) if col.buffers()[2] is not None else np.zeros(1, np.uint8)
-    if len(data) == 0:
+    from .keymatch import pool_arange, pool_array  # keymatch imports merge, which imports this module
+    from .merge import fixed_words
+
+    words = fixed_words(col, None)
+    if words is not None:
+        prefix = pool_array(len(words), np.uint64)
+        np.copyto(prefix, words[:, 0])
+        prefix.byteswap(inplace=True)  # big-endian: integer order is byte order
+    else:
+        offsets = np.frombuffer(col.buffers()[1], dtype=np.int32)[col.offset: col.offset + len(col) + 1]
+        data = np.frombuffer(col.buffers()[2], np.uint8) if col.buffers()[2] is not None else np.zeros(1, np.uint8)
+        if len(data) == 0:
+            return table
+        starts, lengths = offsets[:-1].astype(np.int64), np.diff(offsets).astype(np.int64)
+        pos = starts[:, None] + np.arange(8)
+        prefix = np.where(np.arange(8) < lengths[:, None], data[np.minimum(pos, len(data) - 1)], 0).astype(np.uint8)
+        prefix = prefix.view(">u8").ravel()
+    if (prefix[1:] >= prefix[:-1]).all():
         return table
-    starts, lengths = offsets[:-1].astype(np.int64), np.diff(offsets).astype(np.int64)
-    pos = starts[:, None] + np.arange(8)
-    prefix = np.where(np.arange(8) < lengths[:, None], data[np.minimum(pos, len(data) - 1)], 0).astype(np.uint8)
-    order = np.argsort(prefix.view(">u8").ravel(), kind="stable")
-    return table.take(pa.array(order))
+    order = np.argsort(prefix)  # ties (equal prefixes) may land in any order
+    arrays = []
+    for name, c in zip(table.column_names, table.columns):
+        if name == key and words is not None:  # equal-width keys move as fixed-size rows, not as strings
+            rows = pool_array(words.size, np.uint64).reshape(words.shape)
+            np.take(words, order, axis=0, out=rows)
+            offsets = pool_arange(len(col) + 1, np.int32, words.shape[1] * 8)
+            arrays.append(pa.Array.from_buffers(pa.string(), len(col), [None, pa.py_buffer(offsets),
+                                                                        pa.py_buffer(rows)]))
+        else:
+            arrays.append(c.combine_chunks().take(order))  # ChunkedArray.take is slower
+    return pa.Table.from_arrays(arrays, schema=table.schema)
 
 
 def write_overlay_file(final: Path, table: pa.Table, key: str, meta: dict[str, str], *, tmp: Path,
                        label: str) -> None:
     """Write an overlay file (compact or part) with normalised keys, clustered for row-group pruning."""
-    from ..storage.atomic import write_parquet
+    from ..storage.atomic import atomic_path
 
-    write_parquet(final, cluster_by_key(table, key), tmp=tmp, label=label,
-                  metadata={**meta, META_KEYS_CLUSTERED: "prefix8"}, row_group_size=OVERLAY_ROW_GROUP_ROWS)
+    with atomic_path(final, tmp, label) as t:
+        _write_overlay(table, key, meta, t)
+
+
+def encode_overlay_file(table: pa.Table, key: str, meta: dict[str, str]) -> pa.Buffer:
+    """The bytes write_overlay_file would write, built in memory."""
+    sink = pa.BufferOutputStream()
+    _write_overlay(table, key, meta, sink)
+    return sink.getvalue()
+
+
+def _write_overlay(table: pa.Table, key: str, meta: dict[str, str], where) -> None:
+    from ..contract import PARQUET_COMPRESSION
+
+    table = cluster_by_key(table, key)
+    merged = dict(table.schema.metadata or {})
+    merged.update({k.encode(): v.encode() for k, v in {**meta, META_KEYS_CLUSTERED: "prefix8"}.items()})
+    pq.write_table(table.replace_schema_metadata(merged), where, compression=PARQUET_COMPRESSION,
+                   row_group_size=OVERLAY_ROW_GROUP_ROWS, use_dictionary=dictionary_columns(table.schema, key))
+
+
+def dictionary_columns(schema: pa.Schema, key: str) -> list[str]:
+    """Dictionary-encode only top-level string data columns: keys are unique and float values rarely
+    repeat, so a dictionary there costs write and read time and makes the file larger."""
+    return [f.name for f in schema if f.name != key and (pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
+                                                         or pa.types.is_dictionary(f.type))]
 
 
 def row_groups_with_keys(pf: pq.ParquetFile, key: str, sorted_keys: list[str]) -> list[int] | None:

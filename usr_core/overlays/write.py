@@ -10,7 +10,6 @@ import shutil
 import uuid
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -21,10 +20,11 @@ from ..layout import check_namespace_name
 from ..registry.registry import Registry, hash_registry, namespace_contract_hash
 from ..registry.types import conforms, parse_type
 from ..storage.atomic import crash_point, fsync_dir, write_bytes
-from .files import (cluster_by_key, find_overlay, list_part_paths, new_part_name,  # noqa: F401 (re-export)
-                    overlay_metadata, write_overlay_file)
+from .files import (cluster_by_key, encode_overlay_file, find_overlay, list_part_paths,  # noqa: F401 (re-export)
+                    new_part_name, overlay_metadata, write_overlay_file)
 from .inputs import coerce_column
-from .merge import HashIndex, fixed_words, hash_words, normalize_keys
+from .keymatch import duplicate_keys, present_in, trimmed_fixed_width
+from .merge import normalize_keys
 
 ATTACH_ARG_KEYS = {"namespace", "key", "rows_incoming", "rows_matched", "rows_missing", "allow_overwrite", "note"}
 PART_ARG_KEYS = {"namespace", "key", "columns", "rows_incoming", "rows_matched", "rows_written", "rows_missing",
@@ -88,16 +88,14 @@ def _check_missing_keys(keys: pa.Array, raw: pa.Array) -> None:
                           hint="Every overlay row needs a key; drop those rows.")
 
 
-def _check_duplicates(keys: pa.Array) -> None:
-    words = fixed_words(keys, None) if isinstance(keys, pa.Array) else None
-    if words is not None:  # equal-width keys (ids): distinct 64-bit hashes prove distinct keys
-        h = np.sort(hash_words(words))
-        if not len(h) or not (h[1:] == h[:-1]).any():
-            return
-    counts = pc.value_counts(keys)
-    dup = counts.filter(pc.greater(counts.field("counts"), 1))
-    if len(dup):
-        raise SchemaError(f"Duplicate keys after normalisation: {dup.field('values').to_pylist()[:5]} (O5/O6).",
+def _check_duplicates(keys: pa.Array, remember: bool = False) -> None:
+    """`remember`: keep the sort of the keys for the base check that follows (present_in)."""
+    dup = duplicate_keys(keys, remember)
+    if dup is None:
+        counts = pc.value_counts(keys)
+        dup = counts.filter(pc.greater(counts.field("counts"), 1)).field("values").to_pylist()[:5]
+    if dup:
+        raise SchemaError(f"Duplicate keys after normalisation: {dup} (O5/O6).",
                           hint="Each key may appear once per write; deduplicate the input.")
 
 
@@ -108,37 +106,37 @@ def match_base(ds, table: pa.Table, key: str, allow_missing: bool) -> tuple[pa.T
         from ..read import check_sequence_keys
 
         check_sequence_keys(ds.paths, key)
-    base_keys = normalize_keys(pq.read_table(ds.paths.records, columns=[base_col])[base_col], key)
-    present = _present(table[key], base_keys)
+    keys = _one_chunk(table[key])  # the same buffers as the duplicate check: present_in reuses its sort
+    mask = None
+    if key == "id":
+        with pq.ParquetFile(ds.paths.records) as pf:
+            groups = (_one_chunk(pf.read_row_group(i, columns=[base_col])[0]) for i in range(pf.num_row_groups))
+            mask = present_in(keys, groups, pf.metadata.num_rows)
+    if mask is None:
+        base_keys = normalize_keys(pq.read_table(ds.paths.records, columns=[base_col])[base_col], key)
+        present = pc.is_in(keys, value_set=base_keys)
+    else:
+        present = pa.array(mask)
     missing = len(present) - pc.sum(present).as_py() if len(present) else 0
     if missing and not allow_missing:
-        sample = table[key].filter(pc.invert(present)).to_pylist()[:5]
+        sample = keys.filter(pc.invert(present)).to_pylist()[:5]
         raise SchemaError(f"{missing} key(s) not found in dataset {ds.name!r}: {sample}",
                           hint="Pass allow_missing=True / --allow-missing to drop them.")
     return (table.filter(present) if missing else table), missing
 
 
-def _present(keys, base_keys: pa.Array) -> pa.Array:
-    """pc.is_in(keys, base_keys), via verified 64-bit hashes when both are equal-width keys (ids)."""
-    if isinstance(keys, pa.ChunkedArray):
-        keys = keys.combine_chunks()
-    bw = fixed_words(base_keys, None)
-    kw = fixed_words(keys, bw.shape[1] * 8) if bw is not None and len(bw) else None
-    if kw is not None:
-        index = HashIndex(hash_words(bw))
-        if index.unique:
-            pos = index.lookup(hash_words(kw))
-            hit = pos >= 0
-            if np.array_equal(np.take(bw, pos[hit], axis=0), kw[hit]):
-                return pa.array(hit)
-    return pc.is_in(keys, value_set=base_keys)
+def _one_chunk(col: pa.ChunkedArray) -> pa.Array:
+    return col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
 
 
 def _normalise_key_column(table: pa.Table, key: str) -> pa.Table:
-    raw = table[key].combine_chunks()
-    keys = normalize_keys(raw, key)
-    _check_missing_keys(keys, raw)
-    _check_duplicates(keys)
+    raw = _one_chunk(table[key])
+    if key != "sequence_ci" and trimmed_fixed_width(raw):
+        keys = raw  # no NULL, empty, nan or none key, nothing to trim
+    else:
+        keys = normalize_keys(raw, key)
+        _check_missing_keys(keys, raw)
+    _check_duplicates(keys, remember=True)
     return table.set_column(table.column_names.index(key), key, keys)
 
 
@@ -166,32 +164,44 @@ def upsert_compact(existing: pa.Table | None, incoming: pa.Table, key: str) -> p
     return pa.concat_tables([b, a])
 
 
+def _existing_compact(path: Path, table: pa.Table, key: str, allow_overwrite: bool) -> pa.Table | None:
+    if not path.is_file():
+        return None
+    from .files import _load_part
+
+    part = _load_part(path)
+    if part.meta.get("usr:overlay_key", key) != key:
+        raise SchemaError(f"key mismatch: {path.name} is keyed by {part.meta.get('usr:overlay_key')!r}, "
+                          f"not {key!r} (O5).", hint=f"Attach with --key {part.meta.get('usr:overlay_key')}.")
+    existing = pq.read_table(path)
+    existing = existing.set_column(existing.column_names.index(key), key, normalize_keys(existing[key], key))
+    _check_duplicates(existing[key].combine_chunks())
+    shared = [c for c in table.column_names if c != key and c in existing.column_names]
+    if shared and not allow_overwrite:
+        raise NamespaceError(f"Columns already exist in {path.name}: {shared}.",
+                             hint="Pass allow_overwrite=True / --allow-overwrite to replace them.")
+    return existing
+
+
 def write_compact(ds, ns: str, table: pa.Table, *, key: str, reg: Registry, allow_overwrite: bool,
                   allow_missing: bool, reserved_ok: bool = False) -> tuple[int, int, int]:
     """Shared O5 core under the lock; returns (rows_written, rows_missing, rows_total)."""
-    path = ds.paths.compact_overlay(ns)
-    table, missing = match_base(ds, table, key, allow_missing)
-    existing = None
-    if path.is_file():
-        from .files import _load_part
+    from concurrent.futures import ThreadPoolExecutor
 
-        part = _load_part(path)
-        if part.meta.get("usr:overlay_key", key) != key:
-            raise SchemaError(f"key mismatch: {path.name} is keyed by {part.meta.get('usr:overlay_key')!r}, "
-                              f"not {key!r} (O5).", hint=f"Attach with --key {part.meta.get('usr:overlay_key')}.")
-        existing = pq.read_table(path)
-        existing = existing.set_column(existing.column_names.index(key), key, normalize_keys(existing[key], key))
-        _check_duplicates(existing[key].combine_chunks())
-        shared = [c for c in table.column_names if c != key and c in existing.column_names]
-        if shared and not allow_overwrite:
-            raise NamespaceError(f"Columns already exist in {path.name}: {shared}.",
-                                 hint="Pass allow_overwrite=True / --allow-overwrite to replace them.")
-    result = upsert_compact(existing, table, key)
-    h = hash_registry(reg)
+    path = ds.paths.compact_overlay(ns)
     contract = None if ns == "usr" else namespace_contract_hash(reg, ns)
-    write_overlay_file(path, result, key, overlay_metadata(ns, key, ts(), h, contract),
-                       tmp=ds.paths.compact_overlay_tmp(ns), label="compact")
-    return table.num_rows, missing, result.num_rows
+    meta = overlay_metadata(ns, key, ts(), hash_registry(reg), contract)
+
+    def build(t: pa.Table) -> tuple[int, pa.Buffer]:
+        result = upsert_compact(_existing_compact(path, t, key, allow_overwrite), t, key)
+        return result.num_rows, encode_overlay_file(result, key, meta)
+
+    with ThreadPoolExecutor(1) as pool:  # build the file while the keys are checked; used if all match
+        guess = pool.submit(build, table)
+        matched, missing = match_base(ds, table, key, allow_missing)
+        total, data = build(matched) if missing else guess.result()
+    write_bytes(path, data, tmp=ds.paths.compact_overlay_tmp(ns), label="compact")
+    return matched.num_rows, missing, total
 
 
 def conforming_column(col, name: str, registry_type: str) -> pa.Array:
@@ -283,11 +293,26 @@ def promote_compact(ds, ns: str) -> Path | None:
     return target
 
 
-def write_part_file(parts_dir: Path, table: pa.Table, meta: dict[str, str]) -> Path:
+def match_and_encode(ds, table: pa.Table, key: str, allow_missing: bool,
+                     meta: dict[str, str]) -> tuple[pa.Table, int, pa.Buffer | None]:
+    """match_base, while a second thread encodes the part file; the bytes are only returned when
+    every key matched (else the caller writes the filtered table).  Nothing touches the disk here."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        encoded = pool.submit(encode_overlay_file, table, key, meta)
+        matched, missing = match_base(ds, table, key, allow_missing)
+        return matched, missing, (None if missing else encoded.result())
+
+
+def write_part_file(parts_dir: Path, table: pa.Table, meta: dict[str, str], encoded: pa.Buffer | None = None) -> Path:
     parts_dir.mkdir(parents=True, exist_ok=True)
     final = parts_dir / new_part_name()
-    write_overlay_file(final, table, table.column_names[0], meta, tmp=final.with_name(final.name + ".tmp"),
-                       label="part")
+    tmp = final.with_name(final.name + ".tmp")
+    if encoded is not None:
+        write_bytes(final, encoded, tmp=tmp, label="part")
+    else:
+        write_overlay_file(final, table, table.column_names[0], meta, tmp=tmp, label="part")
     return final
 
 

@@ -118,12 +118,30 @@ def load_registry(root, required: bool = True) -> Registry | None:
     return reg
 
 
+_DUMPS: dict[str, str] = {}  # JSON form -> safe_dump text: a write hashes the same registry several times
+
+
+def _safe_dump(payload: dict) -> str:
+    import json
+
+    try:
+        probe = json.dumps(payload, sort_keys=True)
+    except (TypeError, ValueError):  # values JSON cannot tell apart: no caching
+        return yaml.safe_dump(payload, sort_keys=True)
+    text = _DUMPS.get(probe)
+    if text is None:
+        if len(_DUMPS) > 64:
+            _DUMPS.clear()
+        text = _DUMPS[probe] = yaml.safe_dump(payload, sort_keys=True)
+    return text
+
+
 def canonical_bytes(reg: Registry) -> bytes:
     """R8: the canonical serialisation (also the form registry.yaml is written in)."""
     payload = {"namespaces": {ns: {"owner": e["owner"], "description": e["description"],
                                    "columns": [{"name": c["name"], "type": c["type"]} for c in e["columns"]]}
                               for ns, e in reg.items()}}
-    return yaml.safe_dump(payload, sort_keys=True).encode("utf-8")
+    return _safe_dump(payload).encode("utf-8")
 
 
 def hash_registry(reg: Registry) -> str:
@@ -140,7 +158,7 @@ def namespace_contract_hash(entries: Registry, ns: str) -> str:
     if ns not in entries:
         raise SchemaError(f"Namespace {ns!r} is not registered.", hint="Register it with `usr namespace register`.")
     cols = [{"name": c["name"], "type": c["type"]} for c in entries[ns]["columns"]]
-    text = yaml.safe_dump({"namespace": ns, "columns": cols}, sort_keys=True)
+    text = _safe_dump({"namespace": ns, "columns": cols})
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
