@@ -6,6 +6,7 @@ then every base batch takes its slice of those positions: no per-batch rehashing
 from __future__ import annotations
 
 import itertools
+import stat
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -30,14 +31,16 @@ _ATTEMPTS = 10
 def _listing(paths: DatasetPaths) -> tuple:
     """(name, inode, mtime) of records.parquet and each top-level _derived entry (dot-names skipped).
 
-    Part appends do not change it; promotion, compaction, creation, removal and base rewrites do."""
+    Part appends do not change it (a parts directory counts by inode, not mtime: a reader that missed
+    a part appended meanwhile saw an earlier, whole state); promotion, compaction, creation, removal
+    and base rewrites do."""
     out = []
     for p in [paths.records] + (sorted(paths.derived.iterdir()) if paths.derived.is_dir() else []):
         if p.name.startswith("."):
             continue
         try:
             st = p.stat()
-            out.append((p.name, st.st_ino, st.st_mtime_ns))
+            out.append((p.name, st.st_ino, None if stat.S_ISDIR(st.st_mode) else st.st_mtime_ns))
         except FileNotFoundError:
             out.append((p.name, None, None))
     return tuple(out)
