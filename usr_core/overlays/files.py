@@ -183,6 +183,25 @@ def overlay_metadata(ns: str, key: str, created_at: str, registry_hash: str | No
     return meta
 
 
+def key_prefix(col: pa.Array) -> np.ndarray:
+    """The first 8 bytes of each string key as a big-endian uint64 (integer order = byte order)."""
+    from .merge import fixed_words  # merge imports this module
+
+    words = fixed_words(col, None)
+    if words is not None:
+        return words[:, 0].byteswap()
+    if not len(col):
+        return np.empty(0, np.uint64)
+    offsets = np.frombuffer(col.buffers()[1], np.int32, len(col) + 1, col.offset * 4)
+    data = np.frombuffer(col.buffers()[2], np.uint8) if col.buffers()[2] is not None else np.zeros(0, np.uint8)
+    if not len(data):
+        return np.zeros(len(col), np.uint64)
+    starts, lengths = offsets[:-1].astype(np.int64), np.diff(offsets).astype(np.int64)
+    pos = np.minimum(starts[:, None] + np.arange(8), len(data) - 1)
+    prefix = np.where(np.arange(8) < lengths[:, None], data[pos], 0).astype(np.uint8)
+    return prefix.view(">u8").ravel().astype(np.uint64)
+
+
 def cluster_by_key(table: pa.Table, key: str) -> pa.Table:
     """Order rows by the first 8 bytes of the key (a cheap integer sort, not a string sort)."""
     col = table.column(key).combine_chunks()
@@ -197,14 +216,7 @@ def cluster_by_key(table: pa.Table, key: str) -> pa.Table:
         np.copyto(prefix, words[:, 0])
         prefix.byteswap(inplace=True)  # big-endian: integer order is byte order
     else:
-        offsets = np.frombuffer(col.buffers()[1], dtype=np.int32)[col.offset: col.offset + len(col) + 1]
-        data = np.frombuffer(col.buffers()[2], np.uint8) if col.buffers()[2] is not None else np.zeros(1, np.uint8)
-        if len(data) == 0:
-            return table
-        starts, lengths = offsets[:-1].astype(np.int64), np.diff(offsets).astype(np.int64)
-        pos = starts[:, None] + np.arange(8)
-        prefix = np.where(np.arange(8) < lengths[:, None], data[np.minimum(pos, len(data) - 1)], 0).astype(np.uint8)
-        prefix = prefix.view(">u8").ravel()
+        prefix = key_prefix(col)
     if (prefix[1:] >= prefix[:-1]).all():
         return table
     order = np.argsort(prefix)  # ties (equal prefixes) may land in any order

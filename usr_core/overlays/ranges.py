@@ -13,30 +13,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .files import META_KEYS_CLUSTERED, OverlaySource, Part
-from .merge import _Loaded, _map, fixed_words, merge_parts, normalize_keys, unify_types
+from .files import META_KEYS_CLUSTERED, OverlaySource, Part, key_prefix
+from .merge import _Loaded, _map, merge_parts, normalize_keys, unify_types
 
 RANGE_ROWS = 262144  # part rows merged at once (all parts together)
 
 
 class NotClustered(Exception):
     """A part's stored keys are not normalised or not ordered: use the whole-view merge instead."""
-
-
-def key_prefix(col: pa.Array) -> np.ndarray:
-    """The first 8 bytes of each string as a big-endian uint64 (integer order = byte order)."""
-    words = fixed_words(col, None)
-    if words is not None:
-        return words[:, 0].byteswap()
-    if not len(col):
-        return np.empty(0, np.uint64)
-    offsets = np.frombuffer(col.buffers()[1], np.int32, len(col) + 1, col.offset * 4)
-    data = np.frombuffer(col.buffers()[2], np.uint8) if col.buffers()[2] is not None else np.zeros(0, np.uint8)
-    data = np.concatenate([data, np.zeros(8, np.uint8)])
-    starts, lengths = offsets[:-1].astype(np.int64), np.diff(offsets).astype(np.int64)
-    pos = starts[:, None] + np.arange(8)
-    prefix = np.where(np.arange(8) < lengths[:, None], data[pos], 0).astype(np.uint8)
-    return prefix.view(">u8").ravel().astype(np.uint64)
 
 
 def _stat_prefix(value) -> int:
