@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .storage.pool import pool_array
 from .contract import ALPHABETS
 from .errors import AlphabetError, SchemaError
 
@@ -60,11 +61,6 @@ def edges_may_be_space(strings) -> bool:
     return False
 
 
-def arrow_bytes(size: int) -> np.ndarray:
-    """A writable uint8 array in Arrow's memory pool: it reuses the pool's retained pages (RSS)."""
-    return np.frombuffer(pa.allocate_buffer(size), np.uint8, size) if size else np.empty(0, np.uint8)
-
-
 def _sha1_hex(prefix: bytes, strings, out: np.ndarray) -> None:
     """Write 40 lowercase hex bytes per value of sha1(prefix + value bytes) into `out`, without per-row str."""
     pos, copy = 0, hashlib.sha1(prefix).copy  # copying a primed context is cheaper than a new one
@@ -94,7 +90,7 @@ def compute_ids(bio_types: pa.Array, sequences: pa.Array, *, normalized: bool = 
     bts = bio_types if normalized else pc.utf8_trim(pc.fill_null(bio_types, ""), PY_WHITESPACE)
     trim = not normalized and edges_may_be_space(sequences)
     seqs = pc.utf8_trim(sequences, PY_WHITESPACE) if trim else sequences
-    out = arrow_bytes(40 * n) if out is None else out
+    out = pool_array(40 * n, np.uint8) if out is None else out
     kinds = pc.unique(bts).to_pylist()
     if len(kinds) <= 1:
         _sha1_hex(f"{kinds[0] if kinds else ''}|".encode("utf-8"), seqs, out)

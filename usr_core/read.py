@@ -19,7 +19,8 @@ from .contract import TOMBSTONE_COLUMNS, TOMBSTONE_NS
 from .errors import SchemaError, SequencesError
 from .layout import DatasetPaths
 from .overlays.files import OverlaySource, discover_overlays
-from .overlays.merge import HashIndex, fixed_words, hash_words, joined_columns, namespace_view, normalize_keys
+from .overlays.keymatch import duplicate_keys
+from .overlays.merge import joined_columns, namespace_view, normalize_keys
 from .registry.registry import Registry, load_registry
 from .registry.types import conforms
 
@@ -135,11 +136,8 @@ def _distinct(pf: pq.ParquetFile, column: str) -> list:
 
 
 def _all_distinct(keys: pa.Array) -> bool:
-    """Exact; equal-width keys (ids) first try distinct 64-bit hashes (no string hash table)."""
-    words = fixed_words(keys, None)
-    if words is not None and HashIndex(hash_words(words)).unique:
-        return True
-    return len(pc.unique(keys)) == len(keys)
+    dups = duplicate_keys(keys)  # equal-width keys (ids): sorted hashes, no string hash table
+    return not dups if dups is not None else len(pc.unique(keys)) == len(keys)
 
 
 def check_sequence_keys(paths: DatasetPaths, key: str) -> None:

@@ -10,9 +10,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from .storage.pool import pool_array
 from .contract import ARROW_SCHEMA, utcnow
 from .errors import DuplicateIDError, SchemaError
-from .identity import (arrow_bytes, check_columns, compute_ids, edges_may_be_space, offsets_and_data,
+from .identity import (check_columns, compute_ids, edges_may_be_space, offsets_and_data,
                        string_chunks)
 from .layout import DatasetPaths
 
@@ -127,7 +128,7 @@ class NewRows:
             start += rows
         pool = ThreadPoolExecutor(1, thread_name_prefix="usr-ids")
         bio, seqs = body["bio_type"], body["sequence"]
-        hexed = arrow_bytes(40 * self.num_rows)  # allocated here: the worker thread would not reuse the pool
+        hexed = pool_array(40 * self.num_rows, np.uint8)  # allocated here: the worker thread would not reuse the pool
         # normalized: validate_rows trimmed the bio_types and let only ASCII letters through in sequences
         self._parts = [pool.submit(compute_ids, bio.slice(s, k), seqs.slice(s, k), normalized=True,
                                    out=hexed[40 * s:40 * (s + k)]) for s, k in self._bounds]

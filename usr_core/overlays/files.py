@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..storage.pool import pool_arange, pool_array
 from ..contract import (META_NAMESPACE_CONTRACT_HASH, META_OVERLAY_CREATED_AT, META_OVERLAY_KEY,
                         META_OVERLAY_NAMESPACE, META_REGISTRY_HASH, stamp)
 from ..errors import SchemaError
@@ -207,7 +208,6 @@ def cluster_by_key(table: pa.Table, key: str) -> pa.Table:
     col = table.column(key).combine_chunks()
     if len(col) < 2 or not pa.types.is_string(col.type):
         return table
-    from .keymatch import pool_arange, pool_array  # keymatch imports merge, which imports this module
     from .merge import fixed_words
 
     words = fixed_words(col, None)

@@ -12,26 +12,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..storage.pool import pool_arange, pool_array
 from .merge import fixed_words
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 _LAST: list = []  # [(identity, keys, shift, sorted hashes, rows)]: the duplicate check's sort, reused by the match
-
-
-def pool_array(n: int, dtype) -> np.ndarray:
-    """An uninitialised numpy array in arrow's memory pool.  The pool keeps freed pages, while each
-    fresh numpy array of megabytes page-faults on first touch (costly in a new process)."""
-    dtype = np.dtype(dtype)
-    return np.frombuffer(pa.allocate_buffer(max(n, 1) * dtype.itemsize), dtype)[:n]
-
-
-def pool_arange(n: int, dtype=np.int64, step: int = 1) -> np.ndarray:
-    out = pool_array(n, dtype)
-    if n:
-        out[0] = 0
-        out[1:] = step
-        np.cumsum(out, out=out)
-    return out
 
 
 def _odd(n: int) -> np.ndarray:

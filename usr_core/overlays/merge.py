@@ -71,18 +71,6 @@ def _read_part(part: Part, key: str, columns: list[str], keys_filter: pa.Array |
     return table.filter(pc.is_in(normalize_keys(table[key], key), value_set=keys_filter))
 
 
-def _duplicate_keys(keys: pa.Array) -> list:
-    counts = pc.value_counts(keys.drop_null())
-    dup = counts.filter(pc.greater(counts.field("counts"), 1))
-    return dup.field("values").to_pylist()[:5]
-
-
-def check_unique_keys(keys: pa.Array, where: str) -> None:
-    if len(pc.unique(keys.drop_null())) != len(keys.drop_null()):
-        raise SchemaError(f"Overlay {where} has duplicate keys: {_duplicate_keys(keys)}",
-                          hint="Each key may appear once per overlay file; deduplicate the input.")
-
-
 def unify_types(src: OverlaySource, columns: list[str]) -> dict[str, pa.DataType]:
     types: dict[str, pa.DataType] = {}
     for part in src.parts:
