@@ -7,6 +7,7 @@ from .errors import (AlphabetError, DuplicateIDError, LockTimeoutError, Namespac
 from .identity import compute_id, normalize_sequence, validate_alphabet, validate_bio_type
 from .layout import discover_datasets, normalize_dataset_id
 from .records import AddSequencesResult
+from .results import PartWritten
 from .registry.registry import (ensure_registry_entries, load_registry, namespace_contract_hash, register_namespace,
                                 registry_hash)
 from .registry.types import canonical_type, parse_columns_spec, parse_type
@@ -24,7 +25,7 @@ __all__ = [
     "SCHEMA_VERSION", "USR_EVENT_VERSION", "Dataset", "DatasetInfo", "Manifest", "OverlayInfo", "AlphabetError",
     "DuplicateIDError", "LockTimeoutError", "NamespaceError", "SchemaError", "SequencesError", "ValidationError",
     "compute_id", "normalize_sequence", "validate_alphabet", "validate_bio_type", "discover_datasets",
-    "normalize_dataset_id", "AddSequencesResult", "ensure_registry_entries", "load_registry",
+    "normalize_dataset_id", "AddSequencesResult", "PartWritten", "ensure_registry_entries", "load_registry",
     "namespace_contract_hash", "register_namespace", "registry_hash", "parse_columns_spec", "parse_type",
     "canonical_type", "merge",
 ]

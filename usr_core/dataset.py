@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 from . import events as ev
 from . import read as rd
 from .base import auto_freeze, base_metadata, check_essentials, m1_metadata, rewrite_base, write_base_table
-from .contract import (ARROW_SCHEMA, META_DATASET_CREATED_AT, META_REGISTRY_HASH, STATE_NS, TOMBSTONE_NS, ts)
+from .contract import (ARROW_SCHEMA, META_DATASET_CREATED_AT, META_OVERLAY_CREATED_AT, META_REGISTRY_HASH, STATE_NS, TOMBSTONE_NS, ts)
 from .errors import SchemaError, SequencesError
 from .layout import DatasetPaths, dataset_paths, normalize_dataset_id
 from .overlays import write as ow
@@ -23,6 +23,7 @@ from .overlays.inputs import read_input
 from .maintenance.compact import finish_pending_compaction
 from .overlays.merge import check_key_name
 from .records import AddSequencesResult, NewRows, validate_rows
+from .results import PartWritten
 from .registry.registry import hash_registry, load_registry, namespace_contract_hash
 from .storage.atomic import write_text
 from .storage.locks import file_lock
@@ -376,20 +377,28 @@ class Dataset:
 
     def write_overlay_part(self, ns, table, *, key="id", key_col=None, allow_missing=False, actor=None,
                            event_args=None) -> int:
-        """O6."""
-        return self._part_write(ns, table, key=key, key_col=key_col, allow_missing=allow_missing, actor=actor,
-                                event_args=event_args, create=False)
+        """O6; returns the rows written."""
+        return self.write_part(ns, table, key=key, key_col=key_col, allow_missing=allow_missing, actor=actor,
+                               event_args=event_args).rows
+
+    def write_part(self, namespace, table, *, key="id", key_col=None, allow_missing=False, actor=None,
+                   event_args=None, extra_metadata=None) -> PartWritten:
+        """O6; returns what was written (`extra_metadata`: more parquet key/values, not `usr:`)."""
+        return self._part_write(namespace, table, key=key, key_col=key_col, allow_missing=allow_missing,
+                                actor=actor, event_args=event_args, create=False, extra_metadata=extra_metadata)
 
     def create_overlay(self, ns, table, *, key="id", key_col=None, allow_missing=False, actor=None,
                        event_args=None) -> int:
         """O7: create-only part overlay."""
         return self._part_write(ns, table, key=key, key_col=key_col, allow_missing=allow_missing, actor=actor,
-                                event_args=event_args, create=True)
+                                event_args=event_args, create=True).rows
 
-    def _part_write(self, ns, table, *, key, key_col, allow_missing, actor, event_args, create) -> int:
+    def _part_write(self, ns, table, *, key, key_col, allow_missing, actor, event_args, create,
+                    extra_metadata=None) -> PartWritten:
         from .records import to_table
 
         self._overlay_preconditions(ns, key)
+        extra_meta = ow.check_extra_metadata(extra_metadata)
         if create:
             self._check_create_target(ns)
         reg = self._registry(required=True)
@@ -408,13 +417,13 @@ class Dataset:
                 find_overlay(self.paths, ns)  # L7
                 ow.check_part_key(self, ns, key)
             incoming = table.num_rows
-            meta = overlay_metadata(ns, key, ts(), hash_registry(reg), namespace_contract_hash(reg, ns))
+            meta = {**extra_meta, **overlay_metadata(ns, key, ts(), hash_registry(reg), namespace_contract_hash(reg, ns))}
             if create:
                 table, missing, encoded = *ow.match_base(self, table, key, allow_missing), None
             else:
                 table, missing, encoded = ow.match_and_encode(self, table, key, allow_missing, meta)
             if table.num_rows == 0:
-                return 0
+                return PartWritten(ns, None, 0, None, missing, extra_meta)
             self._freeze(reg, actor)
             args.update(rows_matched=table.num_rows, rows_written=table.num_rows, rows_missing=missing)
             metrics = {"rows_incoming": incoming, "rows_written": table.num_rows, "rows_missing": missing}
@@ -433,7 +442,7 @@ class Dataset:
 
                     shutil.rmtree(target, ignore_errors=True)
                     raise
-                return table.num_rows
+                return PartWritten(ns, part, table.num_rows, meta[META_OVERLAY_CREATED_AT], missing, extra_meta)
             finish_pending_compaction(self.paths, ns)
             ow.promote_compact(self, ns)
             part = ow.write_part_file(self.paths.parts_dir(ns), table, meta, encoded)
@@ -441,7 +450,7 @@ class Dataset:
             ow.update_digest_ledger(self.paths.parts_dir(ns), [part])
             self.log_event("write_overlay_part", args=args, metrics=metrics, artifacts=artifacts,
                            target_path=part, actor=actor)
-        return table.num_rows
+        return PartWritten(ns, part, table.num_rows, meta[META_OVERLAY_CREATED_AT], missing, extra_meta)
 
     def _check_create_target(self, ns: str) -> None:
         for p in (self.paths.parts_dir(ns), self.paths.compact_overlay(ns)):

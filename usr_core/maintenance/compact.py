@@ -91,7 +91,8 @@ def compact_overlay(ds, ns: str) -> Path:
         check_key_name(src.key)
         if ns not in RESERVED_NAMESPACES:
             check_conformance(src, reg)
-        meta = dict(src.first.meta)
+        meta = {k: v for k, v in src.first.meta.items() if k.startswith("usr:")}
+        meta.update(shared_extra_metadata(src))
         meta[META_OVERLAY_NAMESPACE] = meta.get(META_OVERLAY_NAMESPACE) or ns
         meta[META_OVERLAY_KEY] = src.key
         meta[META_OVERLAY_CREATED_AT] = ts()
@@ -109,6 +110,13 @@ def compact_overlay(ds, ns: str) -> Path:
                                               "rows": rows, "maintenance_reason": gate.get("reason")},
                      metrics={"parts": len(src.parts), "rows": rows}, target_path=compact)
     return compact
+
+
+def shared_extra_metadata(src) -> dict[str, str]:
+    """Caller (non-`usr:`) key/values on which every folded file agrees: they survive the compaction."""
+    metas = [p.meta for p in src.parts]
+    keys = [k for k in metas[0] if not k.startswith(("usr:", "ARROW:")) and k != "pandas"]
+    return {k: metas[0][k] for k in keys if all(m.get(k) == metas[0][k] for m in metas[1:])}
 
 
 def _write_view(src, final: Path, tmp: Path, meta: dict[str, str]) -> int:

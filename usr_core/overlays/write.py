@@ -68,6 +68,19 @@ def check_event_args(event_args, reserved: set[str]) -> dict:
     return event_args
 
 
+def check_extra_metadata(extra) -> dict[str, str]:
+    """Caller key/values for a part's parquet metadata: strings, never in the contract's `usr:` space."""
+    extra = dict(extra or {})
+    for k, v in extra.items():
+        if not isinstance(k, str) or not isinstance(v, str) or not k:
+            raise SchemaError(f"extra_metadata must map non-empty strings to strings; got {k!r}: {v!r}.",
+                              hint="Convert keys and values to str.")
+        if k.startswith("usr:"):
+            raise SchemaError(f"extra_metadata key {k!r} is in the reserved 'usr:' space (M2).",
+                              hint="Use another prefix, e.g. 'dagster/...'.")
+    return extra
+
+
 def registered_types(reg: Registry, ns: str) -> dict[str, str]:
     if ns not in reg:
         raise SchemaError(f"Namespace {ns!r} is not registered.",
