@@ -41,3 +41,29 @@ class LockTimeoutError(SequencesError):
         super().__init__(message, hint=hint)
         self.path = path
         self.holder_pid = holder_pid
+
+
+class RegistryMismatchError(SchemaError):
+    """V2: an overlay's stamped hash (`field`, e.g. usr:registry_hash) is not among the `allowed` ones."""
+
+    def __init__(self, message: str = "", *, field: str = "", path=None, got: str | None = None,
+                 allowed=(), hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.field = field
+        self.path = path
+        self.got = got
+        self.allowed = list(allowed)
+
+
+class TypeMismatchError(SchemaError):
+    """O5/O6/O11: a column's type does not conform to its registered type."""
+
+    def __init__(self, message: str = "", *, column: str = "", got=None, expected: str = "", hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.column = column
+        self.got = got
+        self.expected = expected
+
+
+class ClockError(SequencesError):
+    """A new stamp cannot be placed after the newest existing one (an overlay dated at the end of time)."""
