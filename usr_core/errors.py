@@ -3,14 +3,24 @@ from __future__ import annotations
 
 
 class SequencesError(Exception):
-    """Base class of every USR error. `hint` tells the user how to fix it."""
+    """Base class of every USR error. `hint` tells the user how to fix it in Python terms; `cli_hint`, when
+    given, is the same advice in `usr` command-line terms (the CLI prints it instead of `hint`)."""
 
-    def __init__(self, message: str = "", *, hint: str | None = None):
+    def __init__(self, message: str = "", *, hint: str | None = None, cli_hint: str | None = None):
         super().__init__(message)
         self.hint = hint
+        self.cli_hint = cli_hint
 
     def __str__(self) -> str:  # message only; the CLI prints the hint on its own line
         return super().__str__()
+
+
+def option_hint(template: str, option: str, value=True) -> dict[str, str]:
+    """`hint`/`cli_hint` keyword arguments naming one option in both syntaxes, e.g.
+    option_hint("Pass {} to drop them.", "allow_missing") -> allow_missing=True | --allow-missing."""
+    flag = "--" + option.replace("_", "-")
+    cli = flag if value is True else f"--no-{flag[2:]}" if value is False else f"{flag} {value}"
+    return {"hint": template.format(f"{option}={value!r}"), "cli_hint": template.format(cli)}
 
 
 class ValidationError(SequencesError):
