@@ -77,3 +77,49 @@ class TypeMismatchError(SchemaError):
 
 class ClockError(SequencesError):
     """A new stamp cannot be placed after the newest existing one (an overlay dated at the end of time)."""
+
+
+class UnsafePathError(SequencesError):
+    """A path USR would write, rename or delete is a symbolic link (or leads out of the root): refused."""
+
+    def __init__(self, message: str = "", *, path=None, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.path = path
+
+
+class EnvironmentFailure(SequencesError):
+    """The machine refused an operation (disk full, permission denied, read-only file system, too many open
+    files). Nothing was changed; `errno` is the OS error number."""
+
+    def __init__(self, message: str = "", *, errno: int | None = None, path=None, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.errno = errno
+        self.path = path
+
+
+def environment_failure(exc: BaseException, what: str) -> "EnvironmentFailure | None":
+    """`exc` as an EnvironmentFailure when the machine refused the operation (ENOSPC, EDQUOT, EACCES, EPERM,
+    EROFS, EMFILE, ENFILE), else None. Use: `failure = environment_failure(exc, "Cannot write X")`, then
+    `raise failure from exc` or a bare `raise` when it is None."""
+    import errno as _errno
+    import os as _os
+
+    hints = {_errno.ENOSPC: "Free disk space (or raise the quota) and run the command again.",
+             _errno.EDQUOT: "Free disk space (or raise the quota) and run the command again.",
+             _errno.EACCES: "Give this user write permission on the root (or run as its owner).",
+             _errno.EPERM: "Give this user write permission on the root (or run as its owner).",
+             _errno.EROFS: "The file system is read-only; remount it read-write or use another root.",
+             _errno.EMFILE: "Raise the open-file limit (ulimit -n) and run the command again.",
+             _errno.ENFILE: "Raise the open-file limit (ulimit -n) and run the command again."}
+    if isinstance(exc, EnvironmentFailure):
+        return exc
+    if not isinstance(exc, OSError):
+        return None
+    code = exc.errno
+    if code is None:  # pyarrow raises OSError("... error: No space left on device") without an errno
+        code = next((c for c in hints if _os.strerror(c) in str(exc)), None)
+    if code not in hints:
+        return None
+    path = exc.filename
+    return EnvironmentFailure(f"{what}: {_os.strerror(code)}" + (f" ({path})." if path else "."), errno=code,
+                              path=path, hint=hints[code])

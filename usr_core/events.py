@@ -2,16 +2,21 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import math
 import os
 import socket
+import stat
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import pyarrow.parquet as pq
 
 from .contract import USR_EVENT_VERSION, ts
+from .errors import SequencesError, UnsafePathError, environment_failure
 from .layout import DatasetPaths
 from .storage.locks import file_lock
 
@@ -35,15 +40,6 @@ _DEFAULTS = {
 }
 
 
-_VERSION: list[str] = []
-
-
-def _package_version() -> str:
-    if not _VERSION:
-        _VERSION.append(_find_version())
-    return _VERSION[0]
-
-
 def _find_version() -> str:
     """The installed usr-dagster version, first from its PEP 376 `.dist-info` directory name: importing
     importlib.metadata costs tens of milliseconds, as much as a whole small overlay write."""
@@ -63,6 +59,10 @@ def _find_version() -> str:
         return version("usr-dagster")
     except Exception:
         return "0.1.0"
+
+
+# E2 `version`: read once when this module is imported (lifetime: the process; an upgrade needs a new process)
+PACKAGE_VERSION: str = _find_version()
 
 
 def _is_sensitive(key: str) -> bool:
@@ -146,6 +146,12 @@ def _clean(obj):
 def build_event(paths: DatasetPaths, action: str, *, args=None, metrics=None, artifacts=None, maintenance=None,
                 target_path=None, actor=None, registry_hash=None) -> bytes:
     """Build and size-check one encoded event line (E1, E2, E6) without writing anything."""
+    if not isinstance(action, str) or not action.strip():
+        raise ValueError(f"Event action must be a non-empty string, got {action!r}.")
+    for field, value in (("args", args), ("metrics", metrics), ("artifacts", artifacts), ("maintenance", maintenance)):
+        if value is not None and not isinstance(value, dict):
+            raise ValueError(f"Event {field} must be a mapping (E2), got {type(value).__name__}: {value!r:.80}. "
+                             f"Wrap it, e.g. {field}={{'items': [...]}}; nothing was written.")
     dm, da = _DEFAULTS.get(action, ({}, {}))
     event = {
         "event_version": USR_EVENT_VERSION,
@@ -159,7 +165,7 @@ def build_event(paths: DatasetPaths, action: str, *, args=None, metrics=None, ar
         "fingerprint": fingerprint(target_path if target_path is not None else paths.records),
         "registry_hash": registry_hash,
         "actor": check_actor(actor),
-        "version": _package_version(),
+        "version": PACKAGE_VERSION,
     }
     try:
         line = json.dumps(event, separators=(",", ":"), ensure_ascii=True, allow_nan=False) + "\n"
@@ -174,34 +180,42 @@ def build_event(paths: DatasetPaths, action: str, *, args=None, metrics=None, ar
 
 def check_log_files(paths: DatasetPaths) -> None:
     """E8 before any data change: the log and its lock, when present, are regular files, not links."""
-    import stat
-
-    from .errors import SequencesError
-
     for path in (paths.events, paths.events_lock):
         try:
             st = os.lstat(path)
         except FileNotFoundError:
             continue
         if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
-            raise SequencesError(f"Event log file {path} is not a regular file with one link (a symbolic or hard link?).",
-                                 hint="Replace it with the real file; USR never follows links for its event log.")
+            raise UnsafePathError(f"Event log file {path} is not a regular file with one link (a symbolic or hard link?).",
+                                  hint="Replace it with the real file; USR never follows links for its event log.")
 
 
 def append_line(paths: DatasetPaths, data: bytes) -> None:
-    """E8: locked, O_APPEND, whole line, fsync, inode check, truncate back on failure."""
+    """E8: locked, O_APPEND, whole line, fsync, inode check, truncate back on failure.
+
+    The line always starts on a fresh line: when the log ends without a newline (a torn line left by a killed
+    writer or an editor), a newline is written first, so the torn line stays one bad line that readers skip."""
+    check_log_files(paths)
     with file_lock(paths.events_lock, what="event lock"):
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
         try:
             fd = os.open(paths.events, flags, 0o644)
         except OSError as exc:
-            from .errors import SequencesError
-
-            raise SequencesError(f"Cannot open event log {paths.events}: {exc}",
-                                 hint="The event log must be a regular file, not a symbolic link.") from exc
+            if exc.errno == errno.ELOOP:
+                raise UnsafePathError(f"Event log {paths.events} is a symbolic link; refusing to follow it.",
+                                      hint="Replace the link with the real file (or remove it).") from exc
+            failure = environment_failure(exc, f"Cannot open the event log {paths.events}")
+            if failure is None:
+                raise
+            raise failure from exc
         try:
             st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+                raise UnsafePathError(f"Event log {paths.events} is not a regular file with one link.",
+                                      hint="Replace it with the real file; USR never follows links for its event log.")
             prior = st.st_size
+            if prior and os.pread(fd, 1, prior - 1) != b"\n":
+                data = b"\n" + data
             try:
                 view = memoryview(data)
                 while view:
@@ -210,23 +224,90 @@ def append_line(paths: DatasetPaths, data: bytes) -> None:
                 os.fsync(fd)
                 now = os.stat(paths.events, follow_symlinks=False)
                 if (now.st_ino, now.st_dev) != (st.st_ino, st.st_dev):
-                    raise OSError("event log was replaced while appending")
+                    raise SequencesError(f"Event log {paths.events} was replaced while appending; the line was "
+                                         "taken back.", hint="Run the command again.")
             except BaseException:
                 with contextlib.suppress(OSError):
                     os.ftruncate(fd, prior)
                 raise
+        except OSError as exc:
+            failure = environment_failure(exc, f"Cannot append to the event log {paths.events}")
+            if failure is None:
+                raise
+            raise failure from exc
         finally:
             os.close(fd)
 
 
+# ---------------------------------------------------------------------------------------------- reading
+
+_OBJECT_FIELDS = ("dataset", "args", "metrics", "artifacts", "maintenance", "fingerprint", "actor")
+
+
+@dataclass(frozen=True)
+class EventLine:
+    """One complete line of an event log.
+
+    `event` is the parsed event (a JSON object whose E2 mapping fields are mappings or absent), or None when the
+    line is unusable; then `problem` says why (torn line, invalid JSON, not an object, a field of the wrong shape).
+    `offset` is where the line starts and `end` where the next one starts: a consumer that stores `end` as its
+    cursor resumes exactly after this line."""
+
+    offset: int
+    end: int
+    event: dict | None
+    problem: str | None = None
+
+    @property
+    def line_text(self) -> str:  # for messages: "<path> byte <offset>: <problem>"
+        return f"byte {self.offset}: {self.problem}" if self.problem else f"byte {self.offset}"
+
+
+def parse_event_line(raw: bytes) -> tuple[dict | None, str | None]:
+    """(event, None) for a usable E1/E2 line, else (None, problem)."""
+    try:
+        obj = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return None, f"not valid JSON ({str(exc)[:80]}); a torn or edited line?"
+    if not isinstance(obj, dict):
+        return None, f"a JSON {type(obj).__name__ if obj is not None else 'null'}, not an event object"
+    for key in _OBJECT_FIELDS:
+        if obj.get(key) is not None and not isinstance(obj[key], dict):
+            return None, f"field {key!r} is a {type(obj[key]).__name__}, not an object"
+    if not isinstance(obj.get("action"), str):
+        return None, "field 'action' is missing or not a string"
+    return obj, None
+
+
+def iter_events(path, offset: int = 0, *, max_bytes: int | None = None) -> Iterator[EventLine]:
+    """Yield every complete line of the event log at `path` from byte `offset`, in order, as EventLine.
+
+    Good lines carry `event`; torn, non-JSON and non-object lines carry `problem` instead and never raise, so a
+    consumer (the Dagster sensor, `usr events tail`, garden) can skip and report them and keep its cursor moving.
+    A last line without its newline is not yielded: it may be an append in progress (a later append starts on a
+    fresh line, so a line torn for good is yielded as a problem once something follows it). Blank lines are skipped.
+    `max_bytes` bounds how much is read in this call (lines past it wait for the next call; a single line longer
+    than `max_bytes` is still read whole). A missing log yields nothing. Offsets are byte offsets in the file."""
+    try:
+        fh = open(path, "rb")
+    except FileNotFoundError:
+        return
+    with fh:
+        fh.seek(offset)
+        pos, budget = offset, max_bytes
+        while budget is None or budget > 0:
+            raw = fh.readline()
+            if not raw.endswith(b"\n"):
+                return  # end of file, or a partial last line
+            start, pos = pos, pos + len(raw)
+            if budget is not None:
+                budget -= len(raw)
+            if not raw.strip():
+                continue
+            event, problem = parse_event_line(raw)
+            yield EventLine(start, pos, event, problem)
+
+
 def read_events(paths: DatasetPaths) -> list[dict]:
-    if not paths.events.is_file():
-        return []
-    out = []
-    with open(paths.events, "rb") as fh:
-        for line in fh:
-            line = line.strip()
-            if line:
-                with contextlib.suppress(ValueError):
-                    out.append(json.loads(line))
-    return out
+    """Every usable event of the dataset's log (bad lines skipped; see iter_events to report them)."""
+    return [line.event for line in iter_events(paths.events) if line.event is not None]

@@ -297,3 +297,85 @@ def test_E8_failed_append_truncates_to_prior_length(ds):
     assert ds.events_path.read_bytes() == before
     ds.log_event("custom")
     assert _events(ds)[-1]["action"] == "custom"
+
+
+# ---------------------------------------------------------------- issue 13 items 5 and 6: torn and foreign lines
+
+from usr_core.events import EventLine, iter_events, read_events  # noqa: E402
+
+
+def test_E8_append_after_torn_line_starts_a_fresh_line(ds):
+    """[E8] [E1] a log ending without a newline (a killed writer, an editor) does not swallow the next event:
+    the append writes the newline first, so only the torn line is bad and every later event parses."""
+    with open(ds.events_path, "ab") as fh:
+        fh.write(b'{"event_version":1,"action":"tor')
+    ds.log_event("custom", args={"after": "torn"})
+    ds.tombstone([IDS[0]])
+    raw = ds.events_path.read_bytes()
+    assert raw.endswith(b"\n") and b'"action":"tor\n{' in raw
+    lines = list(iter_events(ds.events_path))
+    bad = [line for line in lines if line.problem]
+    assert len(bad) == 1 and "not valid JSON" in bad[0].problem
+    assert [line.event["action"] for line in lines if line.event][-2:] == ["custom", "tombstone"]
+    assert read_events(ds.paths)[-1]["action"] == "tombstone"
+
+
+def test_E8_garden_skips_and_reports_torn_line(ds):
+    """[X11] [E8] garden keeps working after a torn line: it is reported (offset, why), never kept, archived."""
+    with open(ds.events_path, "ab") as fh:
+        fh.write(b'{"event_version":1,"act')
+    torn_at = ds.events_path.stat().st_size - len(b'{"event_version":1,"act')
+    ds.log_event("custom")
+    original = ds.events_path.read_bytes()
+    out = ds.garden_event_log(retain_last=5, write=True, acknowledge_cursor_reset=True)
+    assert [p["offset"] for p in out["lines_skipped"]] == [torn_at]
+    kept = [json.loads(line) for line in _lines(ds)]  # every kept line parses
+    assert kept[-1]["action"] == "event_log_garden" and kept[-1]["args"]["lines_skipped"] == 1
+    assert open(out["archive_path"], "rb").read() == original
+
+
+@pytest.mark.parametrize("bad", [b"123", b'["x"]', b"null", b'"text"', b"true", b"{not json",
+                                 b'{"action":"attach","args":["--namespace","x"]}',
+                                 b'{"action":"attach","artifacts":7}', b'{"args":{}}', b"\xff\xfe{}"])
+def test_E1_non_object_lines_are_skipped_and_reported(ds, bad):
+    """[E1] [E2] a line that is not an event object (or whose mappings are not mappings) is reported by
+    iter_events with its offset and skipped by read_events and garden; the events around it survive."""
+    with open(ds.events_path, "ab") as fh:
+        fh.write(bad + b"\n")
+    at = ds.events_path.stat().st_size - len(bad) - 1
+    ds.log_event("custom")
+    lines = list(iter_events(ds.events_path))
+    problems = [line for line in lines if line.problem]
+    assert [(p.offset, p.event) for p in problems] == [(at, None)]
+    assert lines[-1].event["action"] == "custom" and lines[-1].end == ds.events_path.stat().st_size
+    assert all(isinstance(e, dict) and isinstance(e.get("args", {}), dict) for e in read_events(ds.paths))
+    out = ds.garden_event_log(retain_last=100, write=True, acknowledge_cursor_reset=True)
+    assert [p["offset"] for p in out["lines_skipped"]] == [at]
+
+
+@pytest.mark.parametrize("field", ["args", "metrics", "artifacts", "maintenance"])
+@pytest.mark.parametrize("value", [["--flag", "x"], ("a",), "text", 3])
+def test_E2_non_mapping_args_rejected_before_writing(ds, root, field, value):
+    """[E2] log_event(args=<list>) and friends: a clear ValueError, nothing appended (item 6: a list in args
+    stopped the Dagster sensor for good)."""
+    before = tree_digest(root)
+    with pytest.raises(ValueError, match=f"{field} must be a mapping"):
+        ds.log_event("custom", **{field: value})
+    assert tree_digest(root) == before
+
+
+def test_iter_events_offsets_and_partial_last_line(ds):
+    """iter_events resumes at any `end`, never yields a partial last line, and bounds each call by max_bytes."""
+    for i in range(5):
+        ds.log_event("custom", args={"i": i})
+    lines = list(iter_events(ds.events_path))
+    assert all(isinstance(line, EventLine) and line.problem is None for line in lines)
+    assert [line.offset for line in lines[1:]] == [line.end for line in lines[:-1]]
+    mid = lines[3].end
+    assert [line.event for line in iter_events(ds.events_path, mid)] == [line.event for line in lines[4:]]
+    with open(ds.events_path, "ab") as fh:
+        fh.write(b'{"event_version":1,"action":"half')  # an append in progress
+    assert list(iter_events(ds.events_path, lines[-1].end)) == []
+    first = list(iter_events(ds.events_path, 0, max_bytes=1))
+    assert len(first) == 1 and first[0].end == lines[0].end
+    assert list(iter_events(ds.dir / "missing.log")) == []

@@ -2,18 +2,28 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import uuid
 
 from .. import events as ev
 from ..contract import ts
-from ..errors import SchemaError
 from ..storage.atomic import write_bytes
 from ..storage.locks import file_lock
 
 
-def _lines(data: bytes) -> list[bytes]:
-    return [ln + b"\n" for ln in data.split(b"\n") if ln.strip()]
+def _split(data: bytes) -> tuple[list[bytes], list[dict]]:
+    """(good lines, problems): torn, non-JSON and non-object lines are left out and reported with their offset.
+    Under the event lock a last line without its newline is torn for good (no append is in progress)."""
+    good, problems, pos = [], [], 0
+    for raw in data.splitlines(keepends=True):
+        start, pos = pos, pos + len(raw)
+        if not raw.strip():
+            continue
+        event, problem = ev.parse_event_line(raw)
+        if problem is None:
+            good.append(raw if raw.endswith(b"\n") else raw + b"\n")
+        else:
+            problems.append({"offset": start, "problem": problem})
+    return good, problems
 
 
 def garden_event_log(ds, retain_last: int = 1000, write: bool = False, acknowledge_cursor_reset: bool = False,
@@ -23,28 +33,23 @@ def garden_event_log(ds, retain_last: int = 1000, write: bool = False, acknowled
         raise ValueError(f"retain_last must be an integer >= 1, got {retain_last!r}.")
     paths = ds.paths
     if not write:
-        lines = _lines(paths.events.read_bytes()) if paths.events.is_file() else []
+        lines, problems = _split(paths.events.read_bytes()) if paths.events.is_file() else ([], [])
         kept = min(len(lines), retain_last)
         return {"write": False, "lines_total": len(lines), "lines_retained": kept,
-                "lines_removed": len(lines) - kept, "archive_path": None}
+                "lines_removed": len(lines) - kept, "lines_skipped": problems, "archive_path": None}
     if not acknowledge_cursor_reset:
         raise ValueError("Writing the gardened log resets byte offsets of log consumers; "
                          "pass acknowledge_cursor_reset=True (--acknowledge-cursor-reset).")
     with ds.lock(), file_lock(paths.events_lock, what="event lock"):
         data = paths.events.read_bytes() if paths.events.is_file() else b""
-        lines = _lines(data)
-        for i, line in enumerate(lines, 1):
-            try:
-                json.loads(line)
-            except ValueError:
-                raise SchemaError(f"{paths.events} line {i} is not valid JSON; refusing to garden (X11).",
-                                  hint="Repair or remove that line first; nothing was changed.") from None
+        lines, problems = _split(data)  # X11: bad lines are never kept; the archive holds every byte
         kept = lines[-retain_last:]
         digest = hashlib.sha256(data).hexdigest()
         stamp = ts().replace(":", "").replace(".", "")
         archive = paths.events_archive / f"events-{stamp}-{digest[:12]}.jsonl"
         args = {"retain_last": retain_last, "lines_before": len(lines), "lines_after": len(kept) + 1,
-                "lines_removed": len(lines) - len(kept), "archive_path": str(archive), "reason": reason}
+                "lines_removed": len(lines) - len(kept), "lines_skipped": len(problems),
+                "archive_path": str(archive), "reason": reason}
         # the event is part of the atomically written new log: appending it would need the event lock again
         line = ev.build_event(paths, "event_log_garden", args=args,
                               metrics={"lines_before": len(lines), "lines_removed": len(lines) - len(kept)},
@@ -53,4 +58,4 @@ def garden_event_log(ds, retain_last: int = 1000, write: bool = False, acknowled
         write_bytes(paths.events, b"".join(kept) + line,
                     tmp=paths.dir / f".events.{uuid.uuid4().hex[:8]}.log", label="garden")
     return {"write": True, "lines_total": len(lines), "lines_retained": len(kept),
-            "lines_removed": len(lines) - len(kept), "archive_path": str(archive)}
+            "lines_removed": len(lines) - len(kept), "lines_skipped": problems, "archive_path": str(archive)}
