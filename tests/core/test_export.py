@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import json
 import math
 import shutil
@@ -103,3 +104,84 @@ def test_X10_fixture_export_matches_expected_view(tmp_path):
         same = [x == y or (isinstance(x, float) and isinstance(y, float) and math.isnan(x) and math.isnan(y))
                 for x, y in zip(a, b)]
         assert all(same), name
+
+
+TYPED = {"typed": "typed__n:int64,typed__f:float64,typed__b:bool,typed__x:float64,typed__l:list<float64>,"
+                  "typed__t:string"}
+
+
+@pytest.fixture
+def typed_csv(make_ds, tmp_path):
+    """int, integral floats, bool, NaN next to NULL, lists and awkward text, exported to CSV."""
+    ds = make_ds(name="typed", seqs=(), namespaces=TYPED)
+    ds.import_rows(pa.table({"sequence": list(SEQS)}), source="lab run 7")
+    ds.write_overlay("typed", pa.table({
+        "id": IDS,
+        "typed__n": pa.array([1, -2, 3], pa.int64()),
+        "typed__f": pa.array([106.0, -0.0, 2.5], pa.float64()),
+        "typed__b": pa.array([True, False, True]),
+        "typed__x": pa.array([float("nan"), None, 1.0], pa.float64()),
+        "typed__l": pa.array([[1.0, 2.5], [], None], pa.list_(pa.float64())),
+        "typed__t": pa.array(['say "hi", twice', "", None], pa.string()),
+    }))
+    return ds, ds.export("csv", tmp_path / "typed.csv")
+
+
+def test_X10_csv_cells_follow_pandas_conventions(typed_csv):
+    """[X10] integral floats keep `.0`, booleans True/False, NaN `NaN`, NULL empty, text quoted only when needed."""
+    _ds, out = typed_csv
+    lines = out.read_text(encoding="utf-8").splitlines()
+    assert lines[0].startswith("id,bio_type,sequence,alphabet,length,source,created_at,typed__n,")
+    first = lines[1]
+    assert first.startswith(f"{IDS[0]},dna,ACGT,dna_4,4,lab run 7,")  # no quotes around plain text
+    assert first.endswith(',1,106.0,True,NaN,"[1.0,2.5]","say ""hi"", twice"')
+    assert lines[2].endswith(',-2,-0.0,False,,[],""')  # NULL is empty, the empty string quoted
+    assert lines[3].endswith(",3,2.5,True,1.0,,")
+
+
+def test_X10_csv_round_trips_through_pandas(typed_csv):
+    """[X10] pandas.read_csv gets int64, float64 (integral values too), bool, NaN/NULL, JSON lists back."""
+    pd = pytest.importorskip("pandas")
+    ds, out = typed_csv
+    df = pd.read_csv(out)
+    assert str(df["typed__n"].dtype) == "int64" and df["typed__n"].tolist() == [1, -2, 3]
+    assert str(df["typed__f"].dtype) == "float64" and df["typed__f"].tolist() == [106.0, -0.0, 2.5]
+    assert str(df["typed__b"].dtype) == "bool" and df["typed__b"].tolist() == [True, False, True]
+    assert str(df["length"].dtype) == "int64" and str(df["typed__x"].dtype) == "float64"
+    x = df["typed__x"].tolist()
+    assert math.isnan(x[0]) and math.isnan(x[1]) and x[2] == 1.0  # pandas has one missing value for both
+    assert json.loads(df["typed__l"][0]) == [1.0, 2.5] and json.loads(df["typed__l"][1]) == []
+    assert pd.isna(df["typed__l"][2])
+    assert df["typed__t"][0] == 'say "hi", twice'
+    assert df["id"].tolist() == ds.read_table()["id"].to_pylist()
+
+
+def test_X10_csv_round_trips_through_duckdb(typed_csv):
+    """[X10] DuckDB read_csv: BIGINT, DOUBLE, BOOLEAN, NaN apart from NULL, lists castable, TS as timestamptz."""
+    duckdb = pytest.importorskip("duckdb")
+    ds, out = typed_csv
+    rel = duckdb.sql(f"SELECT * FROM read_csv('{out}')")
+    types = dict(zip(rel.columns, map(str, rel.types)))
+    assert types["typed__n"] == "BIGINT" and types["length"] == "BIGINT"
+    assert types["typed__f"] == types["typed__x"] == "DOUBLE" and types["typed__b"] == "BOOLEAN"
+    assert types["created_at"] == "TIMESTAMP WITH TIME ZONE"
+    rows = rel.fetchall()
+    cols = rel.columns
+    get = {c: [r[i] for r in rows] for i, c in enumerate(cols)}
+    assert get["typed__n"] == [1, -2, 3] and get["typed__f"] == [106.0, -0.0, 2.5]
+    assert get["typed__b"] == [True, False, True]
+    assert math.isnan(get["typed__x"][0]) and get["typed__x"][1] is None and get["typed__x"][2] == 1.0
+    assert get["typed__t"][0] == 'say "hi", twice'
+    lists = duckdb.sql(f"SELECT typed__l::DOUBLE[] FROM read_csv('{out}')").fetchall()
+    assert [r[0] for r in lists] == [[1.0, 2.5], [], None]
+    view = ds.read_table()
+    assert [t.astimezone(dt.timezone.utc) for t in get["created_at"]] == view["created_at"].to_pylist()
+
+
+def test_X10_csv_streams_many_batches(make_ds, tmp_path):
+    """[X10] a multi-batch export has exactly one header and every row once."""
+    seqs = ["".join("ACGT"[(i >> (2 * k)) & 3] for k in range(10)) for i in range(3000)]
+    ds = make_ds(name="big", seqs=seqs, namespaces={"mock": "mock__score:float64"})
+    out = ds.export("csv", tmp_path / "big.csv")
+    rows = list(csv.DictReader(out.open(encoding="utf-8")))
+    assert len(rows) == 3000 and {r["sequence"] for r in rows} == set(seqs)

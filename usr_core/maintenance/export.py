@@ -6,9 +6,9 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from .. import read as rd
@@ -49,18 +49,70 @@ def _plain(value):
     return value
 
 
-def _csv_column(col: pa.Array) -> pa.Array:
-    if pa.types.is_timestamp(col.type):
+# CSV cells (X10, issue 14): readers such as pandas.read_csv and DuckDB's read_csv must get the types back.
+# floats always carry a '.', 'e', 'NaN' or 'inf' (106.0, not 106: an integral float column must not read back as
+# int); NaN is `NaN` and NULL an empty cell, so the two stay apart; booleans `True`/`False` as pandas writes them;
+# text is quoted only when it must be (a delimiter, quote or line break inside, or the empty string, which
+# would otherwise read as NULL); nested values are JSON, timestamps TS.
+_NEEDS_QUOTES = r'[",\r\n]|^$'
+
+
+def _quoted(text: pa.Array) -> pa.Array:
+    needs = pc.fill_null(pc.match_substring_regex(text, _NEEDS_QUOTES), False)
+    quoted = pc.binary_join_element_wise('"', pc.replace_substring(text, '"', '""'), '"', "")
+    return pc.if_else(needs, quoted, text)
+
+
+def _float_text(col: pa.Array) -> pa.Array:
+    if pa.types.is_float16(col.type):
+        col = col.cast(pa.float32())
+    text = col.cast(pa.string())
+    text = pc.replace_substring_regex(text, r"^(-?[0-9]+)$", r"\1.0")
+    return pc.if_else(pc.fill_null(pc.is_nan(col), False), pa.scalar("NaN"), text)
+
+
+def _nested_json(col: pa.Array) -> pa.Array:
+    return pa.array([None if v is None else json.dumps(_plain(v), ensure_ascii=False, allow_nan=False,
+                                                       separators=(",", ":"))
+                     for v in col.to_pylist()], pa.string())
+
+
+def _csv_cells(col: pa.Array) -> pa.Array:
+    """One column as CSV cell text; NULL stays NULL (written as an empty cell)."""
+    t = col.type
+    if pa.types.is_timestamp(t):
         return _ts_strings(col)
-    if _is_nested(col.type):
-        return pa.array([None if v is None else json.dumps(_plain(v), ensure_ascii=False, allow_nan=False)
-                         for v in col.to_pylist()], pa.string())
-    return col
+    if _is_nested(t):
+        return _quoted(_nested_json(col))
+    if pa.types.is_boolean(t):
+        return pc.if_else(col, pa.scalar("True"), pa.scalar("False"))
+    if pa.types.is_floating(t):
+        return _float_text(col)
+    if pa.types.is_integer(t):
+        return col.cast(pa.string())
+    if pa.types.is_null(t):
+        return pa.nulls(len(col), pa.string())
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        return _quoted(pa.array([None if v is None else _plain(v) for v in col.to_pylist()], pa.string()))
+    return _quoted(col.cast(pa.string()))
 
 
-def _csv_schema(schema: pa.Schema) -> pa.Schema:
-    return pa.schema([(f.name, pa.string() if pa.types.is_timestamp(f.type) or _is_nested(f.type) else f.type)
-                      for f in schema])
+def _csv_lines(columns: list[pa.Array]) -> pa.Buffer:
+    """Rows as CSV lines (`\\n`-terminated), joined column-wise by Arrow kernels, no per-row Python."""
+    if not columns or len(columns[0]) == 0:
+        return pa.py_buffer(b"")
+    comma, newline, nothing = (pa.scalar(x, pa.large_string()) for x in (",", "\n", ""))
+    lines = pc.binary_join_element_wise(*[c.cast(pa.large_string()) for c in columns], comma,
+                                        null_handling="replace", null_replacement="")
+    lines = pc.binary_join_element_wise(lines, newline, nothing)
+    _validity, offsets, data = lines.buffers()
+    pos = np.frombuffer(offsets, dtype=np.int64)
+    start, stop = int(pos[lines.offset]), int(pos[lines.offset + len(lines)])
+    return data.slice(start, stop - start)
+
+
+def _csv_header(names: list[str]) -> pa.Buffer:
+    return _csv_lines([_quoted(pa.array([n], pa.string())) for n in names])
 
 
 def check_format(fmt) -> str:
@@ -83,11 +135,10 @@ def export(ds, fmt: str, out_path, columns=None, include_deleted: bool = False) 
                 for b in batches:
                     writer.write_batch(b.cast(schema) if b.schema != schema else b)
         elif fmt == "csv":
-            cschema = _csv_schema(schema)
-            with pacsv.CSVWriter(tmp, cschema) as writer:
+            with open(tmp, "wb") as fh:
+                fh.write(_csv_header(schema.names))
                 for b in batches:
-                    writer.write_batch(pa.RecordBatch.from_arrays([_csv_column(c) for c in b.columns],
-                                                                  schema=cschema))
+                    fh.write(_csv_lines([_csv_cells(c) for c in b.columns]))
         else:
             with open(tmp, "w", encoding="utf-8") as fh:
                 for b in batches:
