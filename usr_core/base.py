@@ -11,7 +11,7 @@ from .contract import (ARROW_SCHEMA, ID_HASH_SPEC, META_DATASET_CREATED_AT, META
                        META_SCHEMA_VERSION, PARQUET_COMPRESSION, SCHEMA_VERSION, SNAPSHOTS_KEPT, snapshot_stamp, ts)
 from .errors import SchemaError, SequencesError
 from .layout import DatasetPaths
-from .overlays.files import file_metadata
+from .overlays.discovery import file_metadata
 from .registry.registry import Registry, hash_registry, load_registry, write_freeze_file
 from .storage.atomic import atomic_path, crash_point
 

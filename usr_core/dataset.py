@@ -18,10 +18,11 @@ from .contract import (ARROW_SCHEMA, META_DATASET_CREATED_AT, META_OVERLAY_CREAT
 from .errors import SchemaError, SequencesError
 from .layout import DatasetPaths, dataset_paths, normalize_dataset_id
 from .overlays import write as ow
-from .overlays.files import discover_overlays, file_metadata, find_overlay, overlay_metadata
+from .overlays.discovery import discover_overlays, file_metadata, find_overlay
+from .overlays.encoding import overlay_metadata
 from .overlays.inputs import read_input
 from .maintenance.compact import finish_pending_compaction
-from .overlays.merge import check_key_name
+from .overlays.keys import check_key_name
 from .records import AddSequencesResult, NewRows, validate_rows
 from .results import PartWritten
 from .registry.registry import hash_registry, load_registry, namespace_contract_hash

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import stat
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -18,11 +19,11 @@ import pyarrow.parquet as pq
 from .contract import TOMBSTONE_COLUMNS, TOMBSTONE_NS
 from .errors import SchemaError, SequencesError
 from .layout import DatasetPaths
-from .overlays.files import OverlaySource, discover_overlays
-from .overlays.keymatch import duplicate_keys
-from .overlays.merge import joined_columns, namespace_view, normalize_keys
+from .overlays.checks import check_sequence_keys, check_source
+from .overlays.discovery import OverlaySource, discover_overlays
+from .overlays.kernel import ProbeKeys, joined_columns, namespace_view
+from .overlays.keys import normalize_keys
 from .registry.registry import Registry, load_registry
-from .registry.types import conforms
 
 
 # ---------------------------------------------------------------- consistent listings (issue 6 §2)
@@ -60,8 +61,6 @@ def consistent(paths: DatasetPaths, build):
 
     Readers take no lock: a file listed and then promoted, compacted away or replaced raises
     FileNotFoundError (retried), and a changed listing means the read may mix states (retried)."""
-    import time
-
     for attempt in range(_ATTEMPTS):
         before = _listing(paths)
         try:
@@ -94,79 +93,6 @@ def base_schema(paths: DatasetPaths) -> pa.Schema:
                           hint="The base table is corrupt; restore it from _snapshots/.") from exc
 
 
-def check_conformance(src: OverlaySource, reg: Registry) -> None:
-    """O11: every data column registered under the overlay's namespace with a conforming type."""
-    if src.key is None:
-        raise SchemaError(f"Overlay {src.path} is missing usr:overlay_key metadata (O11).",
-                          hint="Rewrite the overlay with USR or run overlay-refresh-metadata.")
-    if src.namespace not in reg:
-        raise SchemaError(f"Overlay {src.path} belongs to unregistered namespace {src.namespace!r} (O11).",
-                          hint=f"Register it: `usr namespace register {src.namespace} --columns ...`.")
-    registered = {c["name"]: c["type"] for c in reg[src.namespace]["columns"]}
-    for name in src.data_columns():
-        if name not in registered:
-            raise SchemaError(f"Overlay {src.path}: column {name} is not registered under {src.namespace!r} (O11).",
-                              hint="Add the column to the registry or remove it from the overlay.")
-        dt = src.column_type(name)
-        if not conforms(dt, registered[name]):
-            raise SchemaError(f"Overlay {src.path}: column {name} has type {dt}, registry says {registered[name]} "
-                              "(O11).", hint="Rewrite the overlay with the registered type or update the registry.")
-
-
-_O3_CHECKED: dict[tuple, bool] = {}  # (records path, inode, mtime, size, key) → passed
-
-
-def _distinct_from_stats(pf: pq.ParquetFile, column: str) -> set | None:
-    """The distinct min/max values of a string column over all row groups; None without statistics."""
-    idx = pf.schema_arrow.get_field_index(column)
-    values: set = set()
-    for i in range(pf.metadata.num_row_groups):
-        st = pf.metadata.row_group(i).column(idx).statistics
-        if st is None or not st.has_min_max or st.null_count:
-            return None
-        values.update((st.min, st.max))
-    return values
-
-
-def _distinct(pf: pq.ParquetFile, column: str) -> list:
-    values = _distinct_from_stats(pf, column)
-    if values is None or len(values) > 1:  # min/max are real values: > 1 means several, else read to be sure
-        values = set(pc.unique(pf.read(columns=[column])[column]).to_pylist())
-    return sorted(v.decode() if isinstance(v, bytes) else v for v in values)
-
-
-def _all_distinct(keys: pa.Array) -> bool:
-    dups = duplicate_keys(keys)  # equal-width keys (ids): sorted hashes, no string hash table
-    return not dups if dups is not None else len(pc.unique(keys)) == len(keys)
-
-
-def check_sequence_keys(paths: DatasetPaths, key: str) -> None:
-    """O3 on the base: one bio_type, dna_4 for sequence_ci, unique normalised keys.
-
-    bio_type and alphabet come from row-group statistics when present.  With one bio_type, stored
-    sequences (already normalised, S3) are unique exactly when the ids are (S4), so `sequence` keys
-    check the id column; `sequence_ci` folds case and checks the sequences themselves."""
-    st = paths.records.stat()
-    memo = (str(paths.records), st.st_ino, st.st_mtime_ns, st.st_size, key)
-    if _O3_CHECKED.get(memo):
-        return
-    pf = pq.ParquetFile(paths.records)
-    bio_types = _distinct(pf, "bio_type")
-    if len(bio_types) > 1:
-        raise SchemaError(f"Sequence-keyed overlays need one bio_type in {paths.name!r}; found {bio_types} (O3).",
-                          hint="Use key 'id' instead.")
-    if key == "sequence_ci" and pf.metadata.num_rows and _distinct(pf, "alphabet") != ["dna_4"]:
-        raise SchemaError("Key sequence_ci needs every record's alphabet to be dna_4 (O3).",
-                          hint="Use key 'sequence' or 'id'.")
-    column = "sequence" if key == "sequence_ci" else "id"
-    keys = normalize_keys(pf.read(columns=[column])[column], key if column == "sequence" else "id")
-    if not _all_distinct(keys):
-        raise SchemaError(f"Key {key!r} is not unique over the base of {paths.name!r} (O3).",
-                          hint="Use key 'id', or dedupe the dataset first.")
-    _O3_CHECKED.clear()
-    _O3_CHECKED[memo] = True
-
-
 @dataclass
 class ReadPlan:
     paths: DatasetPaths
@@ -175,6 +101,7 @@ class ReadPlan:
     overlays: list[tuple[OverlaySource, list[str]]] = field(default_factory=list)  # (source, data columns to take)
     tombstones: OverlaySource | None = None
     include_deleted: bool = False
+    o3_passed: set = field(default_factory=set)  # O3 results of this read (checks.check_sequence_keys)
 
     @property
     def base_read(self) -> list[str]:
@@ -187,11 +114,28 @@ class ReadPlan:
         return need + [c for c in self.base_names if c in extra and c not in need]
 
 
+def _needed_namespaces(columns, include_overlays) -> set[str] | None:
+    """The namespaces a read uses (None: all).  Overlay columns are `<ns>__<field>` (O5), so explicit
+    columns name their namespaces; tombstones (`usr`) are always needed.  A read opens only the files
+    of these namespaces, so an unreadable part elsewhere does not break it."""
+    if include_overlays is True and columns is None:
+        return None
+    wanted = {TOMBSTONE_NS}
+    if isinstance(include_overlays, (list, tuple, set)):
+        wanted |= set(include_overlays)
+    if columns is not None:
+        prefixes = {c.split("__", 1)[0] for c in columns if "__" in c}
+        wanted = {TOMBSTONE_NS} | (prefixes if include_overlays is True else (wanted & prefixes))
+    elif not include_overlays:
+        wanted = {TOMBSTONE_NS}
+    return wanted
+
+
 def plan_read(paths: DatasetPaths, columns=None, include_overlays=True, include_deleted=False,
               registry: Registry | None = None) -> ReadPlan:
     schema = base_schema(paths)
     base_names = list(schema.names)
-    sources = discover_overlays(paths)
+    sources = discover_overlays(paths, _needed_namespaces(columns, include_overlays))
     tomb = next((s for s in sources if s.namespace == TOMBSTONE_NS), None)
     others = [s for s in sources if s.namespace != TOMBSTONE_NS]
     if isinstance(include_overlays, (list, tuple, set)):
@@ -199,10 +143,11 @@ def plan_read(paths: DatasetPaths, columns=None, include_overlays=True, include_
         others = [s for s in others if s.namespace in wanted]
     elif not include_overlays:
         others = []
+    reg = None
     if others:
         reg = registry if registry is not None else load_registry(paths.root, required=True)
-        for src in others:
-            check_conformance(src, reg)
+    for src in others + ([tomb] if tomb is not None else []):
+        check_source(src, paths, reg)
     available = list(base_names)
     per_source = []
     for src in others:
@@ -218,7 +163,7 @@ def plan_read(paths: DatasetPaths, columns=None, include_overlays=True, include_
         if hidden and not include_deleted:
             raise SchemaError(f"Columns {hidden} are tombstone columns (O11).", hint="Pass include_deleted=True.")
         unknown = [c for c in out if c not in available and c not in TOMBSTONE_COLUMNS]
-        if unknown or (hidden and tomb is None and False):
+        if unknown:
             raise SchemaError(f"Unknown columns requested: {unknown} (O11).",
                               hint=f"Available: {', '.join(available)}.")
     plan = ReadPlan(paths, base_names, out, include_deleted=include_deleted)
@@ -227,7 +172,7 @@ def plan_read(paths: DatasetPaths, columns=None, include_overlays=True, include_
     plan.tombstones = tomb if (tomb is not None and (not include_deleted or any(c in out for c in tomb_cols))) else None
     for src, _ in plan.overlays:
         if src.key != "id":
-            check_sequence_keys(paths, src.key)
+            check_sequence_keys(paths, src.key, plan.o3_passed)
     return plan
 
 
@@ -239,23 +184,30 @@ class _Joined:
     """Overlay columns LEFT JOINed onto a set of base rows (aligned row for row)."""
 
     def __init__(self, plan: ReadPlan, base, keys_filter: bool):
-        """`base`: the base rows (at least their key columns), or a Future of them (read meanwhile)."""
+        """`base`: the base rows (at least their key columns), or a Future of them (read meanwhile).
+
+        The normalised base keys of each key kind, and their hash index, are built once and shared by
+        every overlay (and the tombstones) joined here; they live as long as this object."""
         self.plan = plan
         self.views = []  # (columns dict aligned with base rows, names)
         table = (lambda: base.result()) if isinstance(base, Future) else (lambda: base)
+        probes: dict[str, tuple[ProbeKeys, pa.Array | None]] = {}
+
+        def probe(key: str) -> tuple[ProbeKeys, pa.Array | None]:
+            if key not in probes:
+                if keys_filter:
+                    keys = _base_keys(plan, table(), key)
+                    probes[key] = ProbeKeys(keys), pc.unique(keys.drop_null())
+                else:
+                    probes[key] = ProbeKeys(lambda: _base_keys(plan, table(), key)), None
+            return probes[key]
+
         for src, cols in plan.overlays:
-            if keys_filter:
-                base_keys = _base_keys(plan, table(), src.key)
-                probe, kf = base_keys, pc.unique(base_keys.drop_null())
-            else:
-                probe, kf = (lambda key=src.key: _base_keys(plan, table(), key)), None
-            self.views.append((joined_columns(src, cols, probe, keys_filter=kf), cols))
+            self.views.append((joined_columns(src, cols, *probe(src.key)), cols))
         self.deleted = None
         self.tomb = None
         if plan.tombstones is not None:
-            ids = normalize_keys(table().column("id"), "id")
-            kf = pc.unique(ids.drop_null()) if keys_filter else None
-            self.tomb = joined_columns(plan.tombstones, list(TOMBSTONE_COLUMNS), ids, keys_filter=kf)
+            self.tomb = joined_columns(plan.tombstones, list(TOMBSTONE_COLUMNS), *probe("id"))
             self.deleted = pc.fill_null(self.tomb["usr__deleted"], False)
 
     def assemble(self, base: pa.Table | pa.RecordBatch, start: int) -> pa.Table:

@@ -12,9 +12,9 @@ from .contract import (ARROW_SCHEMA, META_NAMESPACE_CONTRACT_HASH, META_OVERLAY_
                        RESERVED_NAMESPACES, TOMBSTONE_NS, TOMBSTONE_SCHEMA)
 from .errors import DuplicateIDError, NamespaceError, SchemaError, SequencesError
 from .identity import PY_WHITESPACE, check_columns, compute_ids
-from .overlays.files import OverlaySource, discover_overlays, file_metadata
-from .overlays.merge import check_key_name
-from .read import check_conformance
+from .overlays.checks import check_conformance
+from .overlays.discovery import OverlaySource, discover_overlays, file_metadata
+from .overlays.keys import check_key_name
 from .registry.registry import hash_registry, load_frozen, load_registry, namespace_contract_hash
 from .registry.types import canonical_type
 

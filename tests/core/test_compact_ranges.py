@@ -6,9 +6,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from usr_core.overlays import files, ranges
-from usr_core.overlays.files import discover_overlays, list_part_paths
-from usr_core.overlays.merge import namespace_view
+from usr_core.overlays import encoding, ranges
+from usr_core.overlays.discovery import discover_overlays, list_part_paths
+from usr_core.overlays.kernel import namespace_view
 
 NS = {"mock": "mock__score:float64,mock__label:string,mock__vec:list<float64>"}
 
@@ -38,7 +38,7 @@ def _source(ds):
 @pytest.mark.parametrize("key", ["id", "sequence"])
 def test_O9_X2_view_ranges_equal_whole_view(make_ds, key, monkeypatch):
     """[O9] [X2] many small ranges (cut on row-group statistics) merge to exactly the whole-part view."""
-    monkeypatch.setattr(files, "OVERLAY_ROW_GROUP_ROWS", 128)
+    monkeypatch.setattr(encoding, "OVERLAY_ROW_GROUP_ROWS", 128)
     seqs = _seqs(3000)
     ds = make_ds(seqs=seqs, namespaces=NS)
     ids = ds.read_table(columns=["id", "sequence"])
@@ -59,7 +59,7 @@ def test_O9_X2_view_ranges_equal_whole_view(make_ds, key, monkeypatch):
 def test_X2_compaction_by_ranges_matches_merged_read(make_ds, monkeypatch):
     """[X2] [O9] compaction through the range path: same merged read before and after, file clustered."""
     monkeypatch.setattr(ranges, "RANGE_ROWS", 300)
-    monkeypatch.setattr(files, "OVERLAY_ROW_GROUP_ROWS", 100)
+    monkeypatch.setattr(encoding, "OVERLAY_ROW_GROUP_ROWS", 100)
     ds = make_ds(seqs=_seqs(2000), namespaces=NS)
     _write_parts(ds, ds.read_table(columns=["id"])["id"].to_pylist(), k=5)
     before = ds.read_table().sort_by("id")

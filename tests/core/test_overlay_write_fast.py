@@ -12,8 +12,8 @@ import pytest
 
 from testkit import tree_digest
 from usr_core import NamespaceError, SchemaError
-from usr_core.overlays import keymatch
-from usr_core.overlays.files import META_KEYS_CLUSTERED, OVERLAY_ROW_GROUP_ROWS, cluster_by_key
+from usr_core.overlays import keymatch, keys
+from usr_core.overlays.encoding import META_KEYS_CLUSTERED, OVERLAY_ROW_GROUP_ROWS, cluster_by_key
 
 N = 3 * OVERLAY_ROW_GROUP_ROWS + 100
 BASES = "ACGT"
@@ -82,7 +82,7 @@ def test_O6_keymatch_agrees_with_arrow():
 
 def test_O6_keymatch_exact_when_hashes_collide(monkeypatch):
     """[O6] keys sharing a truncated hash are told apart by their bytes."""
-    monkeypatch.setattr(keymatch, "_odd", lambda n: np.zeros(n, np.uint64))  # every hash is 0
+    monkeypatch.setattr(keys, "hash_multipliers", lambda n: np.zeros(n, np.uint64))  # every hash is 0
     rng = random.Random(5)
     for _ in range(100):
         _check_against_arrow(rng, 16)

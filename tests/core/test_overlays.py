@@ -395,7 +395,7 @@ def test_O7_create_overlay_create_only(ds, root):
 
 def _write_part(ds, ns, table, created_at, name):
     """A hand-made part with a chosen created_at and name (as another writer would leave it)."""
-    from usr_core.overlays.files import overlay_metadata
+    from usr_core.overlays.encoding import overlay_metadata
     reg = load_registry(ds.root)
     from usr_core.registry.registry import hash_registry
     meta = overlay_metadata(ns, "id", created_at, hash_registry(reg), namespace_contract_hash(reg, ns))

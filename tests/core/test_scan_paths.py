@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 
 from usr_core import read
-from usr_core.overlays import merge
+from usr_core.overlays import kernel
 
 NS = {"mock": "mock__score:float64,mock__label:string", "seqk": "seqk__v:int64"}
 
@@ -51,7 +51,7 @@ def test_O9_O10_scan_matches_hand_merge(ds, monkeypatch, columns, ahead, threade
     parts loaded on two threads or one, small batches: base order kept, tombstoned rows hidden, newest
     non-NULL value per key."""
     monkeypatch.setattr(read, "_READ_AHEAD_BYTES", ahead)
-    monkeypatch.setattr(merge, "THREADED_ROWS", threaded)
+    monkeypatch.setattr(kernel, "THREADED_ROWS", threaded)
     batches = list(ds.scan(columns=columns, batch_size=7))
     assert all(b.num_rows <= 7 for b in batches)
     got = pa.Table.from_batches(batches)

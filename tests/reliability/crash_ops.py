@@ -118,7 +118,7 @@ def op_create(root):
 
 
 def rerun_create(root):
-    from usr_core.overlays.files import find_overlay
+    from usr_core.overlays.discovery import find_overlay
 
     if find_overlay(_ds(root).paths, "fresh") is None:
         op_create(root)
@@ -153,7 +153,7 @@ def op_compact(root):
 
 
 def rerun_compact(root):
-    from usr_core.overlays.files import list_part_paths
+    from usr_core.overlays.discovery import list_part_paths
 
     if list_part_paths(_ds(root).paths.parts_dir("feat")):  # else the kill came after the last step
         op_compact(root)
@@ -183,7 +183,7 @@ def op_remove_archive(root):
 
 
 def rerun_remove_archive(root):
-    from usr_core.overlays.files import find_overlay
+    from usr_core.overlays.discovery import find_overlay
 
     if find_overlay(_ds(root).paths, "feat") is not None:
         op_remove_archive(root)

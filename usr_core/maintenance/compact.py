@@ -2,7 +2,7 @@
 
 Crash safety: the compact file records the names of the parts it folded (`usr:compacted_parts`).
 A compact file beside a parts directory whose parts are all listed there is a finished compaction
-whose parts await deletion: readers use the compact file (overlays.files), and the next writer,
+whose parts await deletion: readers use the compact file (overlays.discovery), and the next writer,
 compaction, removal or refresh deletes the parts (`finish_pending_compaction`).
 """
 from __future__ import annotations
@@ -20,11 +20,12 @@ from ..contract import (PARQUET_COMPRESSION, META_NAMESPACE_CONTRACT_HASH, META_
                         META_OVERLAY_NAMESPACE, META_REGISTRY_HASH, RESERVED_NAMESPACES, ts)
 from ..errors import SchemaError
 from ..layout import DatasetPaths, check_namespace_name
-from ..overlays import files, ranges
-from ..overlays.files import (META_COMPACTED_PARTS, META_KEYS_CLUSTERED, _folded_by_compact, dictionary_columns,
-                              find_overlay, list_part_paths, write_overlay_file)
-from ..overlays.merge import check_key_name, namespace_view, unify_types
-from ..read import check_conformance
+from ..overlays import encoding, ranges
+from ..overlays.checks import check_conformance, unify_types
+from ..overlays.discovery import META_COMPACTED_PARTS, find_overlay, folded_by_compact, list_part_paths
+from ..overlays.encoding import META_KEYS_CLUSTERED, dictionary_columns, write_overlay_file
+from ..overlays.kernel import namespace_view
+from ..overlays.keys import check_key_name
 from ..registry.registry import hash_registry, namespace_contract_hash
 from ..storage.atomic import atomic_path, crash_point, fsync_dir
 
@@ -32,7 +33,7 @@ from ..storage.atomic import atomic_path, crash_point, fsync_dir
 def finish_pending_compaction(paths: DatasetPaths, ns: str) -> bool:
     """Delete parts already folded into the compact file (call under the dataset lock)."""
     parts_dir = paths.parts_dir(ns)
-    if not _folded_by_compact(paths.compact_overlay(ns), list_part_paths(parts_dir)):
+    if not folded_by_compact(paths.compact_overlay(ns), list_part_paths(parts_dir)):
         return False
     delete_parts_dir(parts_dir)
     return True
@@ -68,7 +69,7 @@ def compact_overlay(ds, ns: str) -> Path:
         compact, parts_dir = paths.compact_overlay(ns), paths.parts_dir(ns)
         part_paths = list_part_paths(parts_dir)
         leftovers = list(paths.derived.glob(f".{ns}.rollback-*")) if paths.derived.is_dir() else []
-        if compact.is_file() and (_folded_by_compact(compact, part_paths) or (leftovers and not part_paths)):
+        if compact.is_file() and (folded_by_compact(compact, part_paths) or (leftovers and not part_paths)):
             reg = ds._registry(required=True)
             ds._freeze(reg)
             delete_parts_dir(parts_dir)
@@ -145,6 +146,6 @@ def _write_ranges(src, final: Path, tmp: Path, meta: dict[str, str]) -> int:
                               use_dictionary=dictionary_columns(schema, src.key)) as writer:
             for table in ranges.view_ranges(src, columns, ranges.RANGE_ROWS):
                 writer.write_table(table.replace_schema_metadata(schema.metadata),
-                                   row_group_size=files.OVERLAY_ROW_GROUP_ROWS)
+                                   row_group_size=encoding.OVERLAY_ROW_GROUP_ROWS)
                 rows += table.num_rows
     return rows

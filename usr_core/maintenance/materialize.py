@@ -10,8 +10,9 @@ from .. import read as rd
 from ..base import base_metadata, m1_metadata, rewrite_base
 from ..contract import STATE_NS, TOMBSTONE_NS
 from ..errors import NamespaceError, SchemaError
-from ..overlays.files import OverlaySource, discover_overlays
-from ..overlays.merge import check_key_name
+from ..overlays.checks import check_conformance
+from ..overlays.discovery import OverlaySource, discover_overlays
+from ..overlays.keys import check_key_name
 from ..registry.registry import hash_registry
 from ..storage.atomic import crash_point, fsync_dir
 from .compact import delete_parts_dir, finish_pending_compaction
@@ -38,7 +39,7 @@ def _check_source(src: OverlaySource, reg) -> None:
                           hint="Rewrite the overlay with its key column.")
     if not src.data_columns():
         raise SchemaError(f"Overlay {src.path} has no data columns (X6).", hint="Remove the empty overlay.")
-    rd.check_conformance(src, reg)
+    check_conformance(src, reg)
 
 
 def materialize(ds, namespaces=None, keep_overlays: bool = True, archive_overlays: bool = False,

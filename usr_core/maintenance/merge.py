@@ -11,9 +11,9 @@ from ..base import base_metadata, check_essentials, m1_metadata, rewrite_base
 from ..contract import MUTATION_RESERVED_NAMESPACES, REQUIRED_COLUMNS
 from ..errors import DuplicateIDError, SchemaError
 from ..overlays import write as ow
-from ..overlays.files import find_overlay
-from ..overlays.merge import normalize_keys
-from ..read import check_conformance
+from ..overlays.checks import check_conformance
+from ..overlays.discovery import find_overlay
+from ..overlays.keys import normalize_keys
 from ..registry.registry import hash_registry
 
 COLUMNS_MODES = ("require-same", "union")

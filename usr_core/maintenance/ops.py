@@ -15,9 +15,9 @@ from ..contract import (META_NAMESPACE_CONTRACT_HASH, META_OVERLAY_CREATED_AT, M
                         RESERVED_NAMESPACES, snapshot_stamp, stamp, ts)
 from ..errors import NamespaceError, SchemaError
 from ..layout import DatasetPaths, check_namespace_name
-from ..overlays.files import META_COMPACTED_PARTS, find_overlay
-from ..overlays.merge import check_key_name
-from ..read import check_conformance
+from ..overlays.checks import check_conformance
+from ..overlays.discovery import META_COMPACTED_PARTS, find_overlay
+from ..overlays.keys import check_key_name
 from ..registry.registry import hash_registry, namespace_contract_hash
 from ..storage.atomic import atomic_path, crash_point, fsync_dir, write_parquet_batches
 from .compact import check_namespace_arg, delete_parts_dir, finish_pending_compaction

@@ -7,7 +7,7 @@ import pyarrow.compute as pc
 from .. import read as rd
 from ..errors import SchemaError
 from ..overlays import write as ow
-from ..overlays.merge import normalize_keys
+from ..overlays.keys import normalize_keys
 
 
 def _columns(src_ds, ns: str, columns) -> list[str]:

@@ -1,4 +1,7 @@
-"""Exact duplicate and membership checks for equal-width keys (ids) by sorting packed hashes.
+"""Matching equal-width keys (ids) by their 64-bit hashes (keys.hash_words), always verified on bytes.
+
+`HashIndex` (open addressing) maps part keys to base rows for read joins.  Write checks (duplicates,
+membership in the base) sort packed hashes instead:
 
 Each key becomes one uint64: the high bits of a 64-bit hash of its bytes with its row number in
 the low bits, so one numpy sort orders the hashes and remembers the rows.  Equal truncated hashes
@@ -13,19 +16,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..storage.pool import pool_arange, pool_array
-from .merge import fixed_words
+from .keys import already_normal, fixed_words, hash_words
 
-_MIX = np.uint64(0x9E3779B97F4A7C15)
 _LAST: list = []  # [(identity, keys, shift, sorted hashes, rows)]: the duplicate check's sort, reused by the match
-
-
-def _odd(n: int) -> np.ndarray:
-    return np.arange(1, n + 1, dtype=np.uint64) * _MIX | np.uint64(1)
-
-
-def _hash(words: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """sum(word_j * odd_j) mod 2**64: its high bits depend on every bit of every word (one matmul pass)."""
-    return np.matmul(words, _odd(words.shape[1]), out=pool_array(len(words), np.uint64) if out is None else out)
 
 
 def _shift(n: int) -> int:
@@ -44,7 +37,7 @@ def _sorted(arr: pa.Array, words: np.ndarray, shift: int, remember: bool) -> tup
         if shift > entry[2]:
             h = np.right_shift(h, np.uint64(shift - entry[2]), out=pool_array(len(h), np.uint64))
         return h, entry[4]
-    h, rows = _pack_sort(_hash(words), shift)
+    h, rows = _pack_sort(hash_words(words), shift)
     if remember:
         _LAST[:] = [(_ident(arr), arr, shift, h, rows)]  # holding `arr` keeps its buffer addresses valid
     return h, rows
@@ -87,10 +80,10 @@ def present_in(keys: pa.Array, chunks: Iterable[pa.Array], total: int) -> np.nda
     at = 0
     for chunk in chunks:
         words = fixed_words(chunk, kw.shape[1] * 8) if len(chunk) else np.empty((0, kw.shape[1]), np.uint64)
-        if words is None or not _trimmed(words) or at + len(words) > total:
+        if words is None or not already_normal(chunk) or at + len(words) > total:
             return None
         bw[at:at + len(words)] = words
-        _hash(words, out=bh[at:at + len(words)])  # while the chunk is in cache
+        hash_words(words, out=bh[at:at + len(words)])  # while the chunk is in cache
         at += len(words)
     return _present(keys, kw, bw, bh) if at == total else None
 
@@ -118,7 +111,7 @@ def _present(keys: pa.Array, kw: np.ndarray, bw: np.ndarray, bh: np.ndarray) -> 
     out = np.zeros(len(kw), bool)
     out[rows[equal]] = True
     for r in rows[~equal]:  # another base key shares the truncated hash: look at all of them
-        h = _hash(kw[r:r + 1])[0] >> np.uint64(shift)
+        h = hash_words(kw[r:r + 1])[0] >> np.uint64(shift)
         same = brows[np.searchsorted(bh, h, "left"):np.searchsorted(bh, h, "right")]
         out[r] = bool((np.take(bw, same, axis=0) == kw[r]).all(axis=1).any())
     return out
@@ -134,13 +127,39 @@ def _same_rows(bw: np.ndarray, match: np.ndarray, kw: np.ndarray, block: int = 1
     return True
 
 
-def _trimmed(words: np.ndarray) -> bool:
-    ends = words.view(np.uint8)[:, [0, -1]]
-    return bool(not len(ends) or ends.min() > 32 and ends.max() < 127)
+class HashIndex:
+    """Open addressing over 64-bit key hashes (load <= 0.5), built and probed with whole-array numpy steps."""
 
+    def __init__(self, h: np.ndarray):
+        bits = max(4, int(2 * len(h) - 1).bit_length())
+        self.shift, self.mask, self.h = np.uint64(64 - bits), (1 << bits) - 1, h
+        self.slots = np.full(1 << bits, -1, np.int32)
+        self.unique = True
+        cand = (h >> self.shift).astype(np.int64)
+        pending = np.arange(len(h), dtype=np.int32)
+        while len(pending):
+            c = cand[pending]
+            occ = self.slots[c]
+            taken = occ >= 0
+            if (h[occ[taken]] == h[pending[taken]]).any():
+                self.unique = False
+                return
+            free_rows, free_c = pending[~taken], c[~taken]
+            self.slots[free_c] = free_rows
+            lost = free_rows[self.slots[free_c] != free_rows]
+            retry = np.concatenate([pending[taken], lost])
+            cand[pending[taken]] = (cand[pending[taken]] + 1) & self.mask
+            pending = retry
 
-def trimmed_fixed_width(keys: pa.Array) -> bool:
-    """Equal-width keys whose first and last bytes are printable non-space ASCII: O2 trimming changes
-    nothing (normalize_keys checks the same with gathers, as widths may vary)."""
-    words = fixed_words(keys, None) if isinstance(keys, pa.Array) else None
-    return words is not None and _trimmed(words)
+    def lookup(self, q: np.ndarray) -> np.ndarray:
+        out = np.full(len(q), -1, np.int32)
+        cand = (q >> self.shift).astype(np.int64)
+        pending = np.arange(len(q), dtype=np.int64)
+        while len(pending):
+            e = np.take(self.slots, cand)
+            occ = e >= 0
+            hit = occ & (np.take(self.h, np.maximum(e, 0)) == q)
+            out[pending[hit]] = e[hit]
+            more = occ & ~hit
+            pending, cand, q = pending[more], (cand[more] + 1) & self.mask, q[more]
+        return out

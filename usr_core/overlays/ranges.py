@@ -13,8 +13,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .files import META_KEYS_CLUSTERED, OverlaySource, Part, key_prefix
-from .merge import _Loaded, _map, merge_parts, normalize_keys, unify_types
+from .checks import unify_types
+from .discovery import OverlaySource, Part
+from .encoding import META_KEYS_CLUSTERED
+from .kernel import LoadedPart, map_parallel, merge_parts
+from .keys import key_prefix, normalize_keys
 
 RANGE_ROWS = 262144  # part rows merged at once (all parts together)
 
@@ -48,7 +51,7 @@ class _Cursor:
         self.next = 0
         self.carry: pa.Table | None = None
 
-    def take(self, hi: int | None) -> _Loaded:
+    def take(self, hi: int | None) -> LoadedPart:
         """The rows with key prefix < hi (all remaining rows when hi is None)."""
         stop = self.next
         while stop < len(self.groups) and (hi is None or self.groups[stop][0] < hi):
@@ -75,7 +78,7 @@ class _Cursor:
             raise NotClustered(self.part.path)  # a range is cut on stored keys: they must be the merged keys
         cols = {c: table[c].combine_chunks() if c in table.column_names else pa.nulls(cut, self.types[c])
                 for c in self.all_columns}
-        return _Loaded(str(self.part.path), cut, cols, keys=keys)
+        return LoadedPart(str(self.part.path), cut, cols, keys=keys)
 
 
 def clustered(src: OverlaySource) -> bool:
@@ -101,11 +104,10 @@ def view_ranges(src: OverlaySource, columns: list[str], target_rows: int) -> Ite
     Raises NotClustered (before or between ranges) when a part does not fit; the caller then
     discards what it wrote and merges whole parts."""
     types = unify_types(src, columns)
-    ordered = sorted(src.parts, key=lambda p: p.rank, reverse=True)  # O9: newest first
-    cursors = [_Cursor(p, src.key, columns, types) for p in ordered]
+    cursors = [_Cursor(p, src.key, columns, types) for p in src.newest_first()]  # O9: newest first
     cuts = _cuts(cursors, target_rows)
     for hi in cuts + [None]:
-        loaded = _map(lambda c: c.take(hi), cursors, sum(g[2] for c in cursors for g in c.groups))
+        loaded = map_parallel(lambda c: c.take(hi), cursors, sum(g[2] for c in cursors for g in c.groups))
         keys, cols = merge_parts(loaded, src.key, columns)
         if len(keys):
             order = np.argsort(key_prefix(keys), kind="stable")

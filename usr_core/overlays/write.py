@@ -20,11 +20,12 @@ from ..layout import check_namespace_name
 from ..registry.registry import Registry, hash_registry, namespace_contract_hash
 from ..registry.types import conforms, parse_type
 from ..storage.atomic import crash_point, fsync_dir, write_bytes
-from .files import (cluster_by_key, encode_overlay_file, find_overlay, list_part_paths,  # noqa: F401 (re-export)
-                    new_part_name, overlay_metadata, write_overlay_file)
+from .checks import check_sequence_keys
+from .discovery import find_overlay, list_part_paths, load_part, new_part_name  # noqa: F401 (re-export)
+from .encoding import cluster_by_key, encode_overlay_file, overlay_metadata, write_overlay_file
 from .inputs import coerce_column
-from .keymatch import duplicate_keys, present_in, trimmed_fixed_width
-from .merge import normalize_keys
+from .keymatch import duplicate_keys, present_in
+from .keys import normalize_keys, trimmed_fixed_width
 
 ATTACH_ARG_KEYS = {"namespace", "key", "rows_incoming", "rows_matched", "rows_missing", "allow_overwrite", "note"}
 PART_ARG_KEYS = {"namespace", "key", "columns", "rows_incoming", "rows_matched", "rows_written", "rows_missing",
@@ -116,8 +117,6 @@ def match_base(ds, table: pa.Table, key: str, allow_missing: bool) -> tuple[pa.T
     """Keep rows whose key is in the base; SchemaError for others unless allow_missing."""
     base_col = "id" if key == "id" else "sequence"
     if key != "id":
-        from ..read import check_sequence_keys
-
         check_sequence_keys(ds.paths, key)
     keys = _one_chunk(table[key])  # the same buffers as the duplicate check: present_in reuses its sort
     mask = None
@@ -180,9 +179,7 @@ def upsert_compact(existing: pa.Table | None, incoming: pa.Table, key: str) -> p
 def _existing_compact(path: Path, table: pa.Table, key: str, allow_overwrite: bool) -> pa.Table | None:
     if not path.is_file():
         return None
-    from .files import _load_part
-
-    part = _load_part(path)
+    part = load_part(path)
     if part.meta.get("usr:overlay_key", key) != key:
         raise SchemaError(f"key mismatch: {path.name} is keyed by {part.meta.get('usr:overlay_key')!r}, "
                           f"not {key!r} (O5).", hint=f"Attach with --key {part.meta.get('usr:overlay_key')}.")

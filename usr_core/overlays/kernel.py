@@ -1,0 +1,279 @@
+"""The newest-non-null-wins kernel (O8, O9).
+
+One code path builds a namespace view for reads, compaction and materialize.  Part rows are mapped
+to key slots (base rows for ids, via verified 64-bit hashes; else one dictionary encoding), then each
+column is scattered part by part, oldest to newest, so the newest non-NULL value per slot survives.
+"""
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ..errors import SchemaError
+from .checks import check_created_at, require_key, unify_types
+from .discovery import OverlaySource, Part
+from .encoding import META_KEYS_CLUSTERED, row_groups_with_keys
+from .keymatch import HashIndex
+from .keys import fixed_words, hash_words, normalize_keys
+
+
+def read_part(part: Part, key: str, columns: list[str], keys_filter: pa.Array | None) -> pa.Table:
+    wanted = [key] + [c for c in columns if part.schema.get_field_index(c) >= 0]
+    if keys_filter is None:
+        return pq.read_table(part.path, columns=wanted)
+    pf = pq.ParquetFile(part.path)
+    groups = None
+    if part.meta.get(META_KEYS_CLUSTERED):
+        groups = row_groups_with_keys(pf, key, sorted(keys_filter.to_pylist()))
+    table = pf.read(columns=wanted) if groups is None else pf.read_row_groups(groups, columns=wanted)
+    return table.filter(pc.is_in(normalize_keys(table[key], key), value_set=keys_filter))
+
+
+THREADED_ROWS = 200_000
+
+
+def map_parallel(fn, items, rows: int) -> list:
+    """fn over items, on two threads when the work is large (parquet, arrow and numpy release the GIL)."""
+    if rows < THREADED_ROWS or len(items) < 2:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(2) as pool:
+        return list(pool.map(fn, items))
+
+
+class ProbeKeys:
+    """The (normalised) base keys a read joins overlays onto, and their hash index, built once.
+
+    `keys` may be a callable returning them: it is called by the first part that needs them, so parts
+    are read while the base keys are still being read.  One read owns one ProbeKeys per key kind and
+    passes it to every overlay it joins; nothing outlives that read."""
+
+    def __init__(self, keys):
+        self._keys = keys
+        self._lock = threading.Lock()
+        self._state: dict = {}
+
+    def resolve(self) -> dict:
+        """{probe, pw (its words), index, fast (unique equal-width keys: hash matching fits)}."""
+        with self._lock:
+            if not self._state:
+                p = self._keys() if callable(self._keys) else self._keys
+                if p is not None and not pa.types.is_string(p.type):
+                    p = p.cast(pa.string())
+                single = isinstance(p, pa.Array) or (p is not None and p.num_chunks == 1)
+                pw = fixed_words(_one_array(p), None) if single else None
+                index = HashIndex(hash_words(pw)) if pw is not None and len(pw) else None
+                self._state.update(probe=p, pw=pw, index=index, fast=index is not None and index.unique)
+        return self._state
+
+
+def _one_array(values):
+    if isinstance(values, pa.ChunkedArray):
+        return values.combine_chunks() if values.num_chunks != 1 else values.chunk(0)
+    return values
+
+
+def _fast_positions(pw: np.ndarray, index: HashIndex, keys: pa.Array) -> np.ndarray | None:
+    """Each part row's probe row (-1: none) for equal-width keys (ids), via 64-bit hashes verified word
+    by word; None when the keys do not fit (another width, NULLs)."""
+    w = fixed_words(keys, pw.shape[1] * 8)
+    if w is None:
+        return None
+    pos = index.lookup(hash_words(w))
+    if not len(pos) or pos.min() >= 0:
+        same = np.array_equal(np.take(pw, pos, axis=0), w)
+    else:
+        hit = np.flatnonzero(pos >= 0)
+        same = np.array_equal(np.take(pw, pos[hit], axis=0), w[hit])
+    return pos if same else None  # a 64-bit hash collision: let the dictionary path decide
+
+
+def _raise_duplicate(key_value, where: str):
+    raise SchemaError(f"Overlay {where} has duplicate keys: {[key_value]} (O8).",
+                      hint="Each key may appear once per overlay file; remove or rewrite that file.")
+
+
+def _first_duplicate(pos: np.ndarray, nkeys: int, stamp: np.ndarray) -> int | None:
+    """Index into `pos` of a repeated non-negative value, or None; `stamp` is scratch of size nkeys."""
+    rows = np.flatnonzero(pos >= 0)
+    vals = pos[rows]
+    stamp[vals] = rows
+    lost = stamp[vals] != rows
+    if lost.any():
+        return int(rows[np.flatnonzero(lost)[0]])
+    return None
+
+
+@dataclass
+class LoadedPart:
+    """One part, newest first: data columns, and either slots (probe rows) or the keys to encode."""
+    name: str
+    n: int
+    cols: dict
+    pos: np.ndarray | None = None
+    keys: pa.Array | None = None
+
+
+def load_parts(src: OverlaySource, columns: list[str], probe: ProbeKeys | None, keys_filter: pa.Array | None
+               ) -> tuple[list[LoadedPart], pa.Array | None]:
+    """Read the parts (newest first, O9) and map their keys to probe rows where the fast path fits.
+
+    Keys are dropped as soon as they are mapped, so a read holds the key strings of two parts at
+    most.  Returns (parts, probe keys)."""
+    key = require_key(src)
+    check_created_at(src)
+    types = unify_types(src, columns)
+    probe = probe if probe is not None else ProbeKeys(None)
+    resolved = probe.resolve
+
+    def load(part: Part) -> LoadedPart:
+        t = read_part(part, key, columns, keys_filter)
+        cols = {c: t[c].combine_chunks() if c in t.column_names else pa.nulls(t.num_rows, types[c]) for c in columns}
+        out = LoadedPart(str(part.path), t.num_rows, cols)
+        st = resolved()
+        keys = normalize_keys(t[key], key, combine=st["fast"])
+        out.pos = _fast_positions(st["pw"], st["index"], keys) if st["fast"] else None
+        if out.pos is None:
+            out.keys = keys
+            return out
+        nprobe = len(st["probe"])
+        if _first_duplicate(out.pos, nprobe, np.empty(nprobe, np.int32)) is not None:
+            out.pos, out.keys = None, keys  # the dictionary path names the duplicate
+            return out
+        miss = out.pos < 0
+        if miss.any():  # keys outside the probe are dropped by the join, yet must be unique (O8)
+            rest = keys.filter(pa.array(miss))
+            if len(pc.unique(rest)) != len(rest):
+                vc = pc.value_counts(rest)
+                _raise_duplicate(vc.filter(pc.greater(vc.field("counts"), 1)).field("values")[0].as_py(), out.name)
+        return out
+
+    loaded = map_parallel(load, src.newest_first(), 0 if keys_filter is not None else 1 << 30)
+    return loaded, resolved()["probe"]
+
+
+def _primitive(dt: pa.DataType) -> bool:
+    return (pa.types.is_integer(dt) or pa.types.is_floating(dt) or pa.types.is_temporal(dt)) \
+        and dt.bit_width % 8 == 0
+
+
+def _raw_values(arr: pa.Array) -> np.ndarray:
+    width = arr.type.bit_width // 8
+    return np.frombuffer(arr.buffers()[1], np.dtype(f"u{width}"), len(arr), arr.offset * width)
+
+
+def _scatter_primitive(arrays: list[pa.Array], positions: list[np.ndarray], nslots: int) -> tuple:
+    """(values, valid) per slot: parts oldest to newest, so the newest non-NULL value stays (O9)."""
+    dt = arrays[0].type
+    out = np.zeros(nslots, np.dtype(f"u{dt.bit_width // 8}"))
+    ok = np.zeros(nslots, bool)
+    for arr, pos in zip(reversed(arrays), reversed(positions)):
+        vals = _raw_values(arr)
+        keep = pos >= 0
+        if arr.null_count:
+            keep &= pc.is_valid(arr).to_numpy(zero_copy_only=False)
+        if keep.all():
+            out[pos] = vals
+            ok[pos] = True
+        else:
+            rows = np.flatnonzero(keep)
+            sel = pos[rows]
+            out[sel] = vals[rows]
+            ok[sel] = True
+    return out, ok
+
+
+def _primitive_array(dt: pa.DataType, values: np.ndarray, ok: np.ndarray) -> pa.Array:
+    nulls = len(ok) - int(np.count_nonzero(ok))
+    validity = pa.py_buffer(np.packbits(ok, bitorder="little")) if nulls else None
+    return pa.Array.from_buffers(dt, len(ok), [validity, pa.py_buffer(values)], null_count=nulls)
+
+
+def _scatter_any(arrays: list[pa.Array], positions: list[np.ndarray], nslots: int, take: np.ndarray | None):
+    col = pa.concat_arrays(arrays)
+    offsets = np.r_[0, np.cumsum([len(a) for a in arrays])].astype(np.int64)
+    itype = np.int32 if offsets[-1] < 2**31 else np.int64
+    valid = pc.is_valid(col).to_numpy(zero_copy_only=False)
+    win = np.full(nslots, -1, itype)
+    for i in reversed(range(len(arrays))):  # oldest first: newer parts overwrite
+        pos = positions[i]
+        rows = np.flatnonzero(valid[offsets[i]:offsets[i + 1]] & (pos >= 0))
+        win[np.take(pos, rows)] = rows + offsets[i]
+    if take is not None:
+        win = np.where(take >= 0, np.take(win, np.maximum(take, 0)), -1) if nslots else np.full(len(take), -1, itype)
+    return col.take(pa.array(win, mask=win < 0))
+
+
+def merge_parts(loaded: list[LoadedPart], key: str, columns: list[str], probe: pa.Array | None = None,
+                ) -> tuple[pa.Array, dict[str, pa.Array]]:
+    """Per column, the first non-NULL value per key in `loaded` order (newest first) wins (O9).
+
+    Rows mapped to probe rows by the fast path keep those; the others (and every row when there is
+    no probe) get a slot from one dictionary encoding of probe + their keys, chunk by chunk (no
+    concatenation).  Per column the parts are scattered oldest to newest into one winner per slot.
+    Returns (keys, columns): with `probe`, columns aligned to the probe rows (LEFT JOIN); without,
+    one row per distinct key.  Duplicate keys inside one part raise SchemaError (O8).
+    """
+    slow = [x for x in loaded if x.pos is None]
+    take = dictionary = None
+    if slow or probe is None:
+        arrays = ([probe] if probe is not None else []) + [x.keys for x in slow]
+        chunks = [c for a in arrays for c in (a.chunks if isinstance(a, pa.ChunkedArray) else [a])]
+        enc = pc.dictionary_encode(pa.chunked_array(chunks, pa.string()))
+        dictionary = enc.chunks[-1].dictionary if enc.num_chunks else pa.array([], pa.string())
+        nslots = len(dictionary)
+        idx = np.concatenate([pc.fill_null(c.indices, -1).to_numpy(zero_copy_only=False) for c in enc.chunks]
+                             + [np.empty(0, np.int32)])
+        bounds = np.cumsum([0] + [len(a) for a in arrays])
+        idx = [idx[bounds[i]:bounds[i + 1]] for i in range(len(arrays))]
+        if probe is not None:
+            take, idx = idx[0], idx[1:]
+        for x, pos in zip(slow, idx):  # fast positions are probe rows = slots (probe keys unique, non-NULL)
+            x.pos = pos
+        stamp = np.empty(nslots, np.int64)
+        for x in slow:
+            at = _first_duplicate(x.pos, nslots, stamp)
+            if at is not None:
+                _raise_duplicate(dictionary[int(x.pos[at])].as_py(), x.name)
+            x.keys = None
+        if take is not None and np.array_equal(take, np.arange(len(take))):
+            take = None  # probe keys are the first slots, in order
+    else:
+        nslots = len(probe)
+    positions = [x.pos for x in loaded]
+
+    def winners(name: str) -> pa.Array:
+        arrays = [x.cols[name] for x in loaded]
+        dt = arrays[0].type if arrays else pa.null()
+        if not arrays:
+            return pa.nulls(len(probe) if probe is not None else nslots, dt)
+        if _primitive(dt):
+            values, ok = _scatter_primitive(arrays, positions, nslots)
+            if take is not None:
+                hit = take >= 0
+                values, ok = np.take(values, np.where(hit, take, 0)), np.take(ok, np.where(hit, take, 0)) & hit
+            return _primitive_array(dt, values, ok)
+        return _scatter_any(arrays, positions, nslots, take)
+
+    out = dict(zip(columns, map_parallel(winners, columns, sum(x.n for x in loaded))))
+    return (probe if probe is not None else dictionary), out
+
+
+def namespace_view(src: OverlaySource, columns: list[str] | None = None,
+                   keys_filter: pa.Array | None = None) -> pa.Table:
+    """O8/O9: one row per normalised key; columns = key (named `src.key`) + requested data columns."""
+    columns = src.data_columns() if columns is None else [c for c in columns if c in src.data_columns()]
+    keys, cols = merge_parts(load_parts(src, columns, None, keys_filter)[0], src.key, columns)
+    return pa.Table.from_arrays([keys] + [cols[c] for c in columns], [src.key] + columns)
+
+
+def joined_columns(src: OverlaySource, columns: list[str], probe: ProbeKeys,
+                   keys_filter: pa.Array | None = None) -> dict[str, pa.Array]:
+    """O10: the namespace view LEFT JOINed onto `probe` (normalised base keys), aligned row for row."""
+    loaded, probe = load_parts(src, columns, probe, keys_filter)
+    return merge_parts(loaded, src.key, columns, probe)[1]
