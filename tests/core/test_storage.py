@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from usr_core.errors import LockTimeoutError, SequencesError
-from usr_core.storage.atomic import atomic_path, write_bytes, write_parquet, write_parquet_batches, write_text
+from usr_core.storage.atomic import atomic_path, write_bytes, write_parquet_batches, write_text
 from usr_core.storage.locks import file_lock
 
 HOLDER = """
@@ -96,7 +96,7 @@ def test_A1_failing_parquet_stream_keeps_old_file(tmp_path):
     """[A1] a batch generator failing midway leaves the old parquet intact, no temp file."""
     target = tmp_path / "records.parquet"
     old = pa.table({"x": pa.array([1, 2], pa.int64())})
-    write_parquet(target, old)
+    pq.write_table(old, target)
 
     def batches():
         yield pa.record_batch({"x": pa.array([7], pa.int64())})
@@ -108,20 +108,8 @@ def test_A1_failing_parquet_stream_keeps_old_file(tmp_path):
     assert _siblings(target) == ["records.parquet"]
 
 
-def test_A1_parquet_is_zstd_with_merged_metadata(tmp_path):
-    """[A1][M1] parquet written zstd; given key/value metadata merged into the existing metadata."""
-    target = tmp_path / "records.parquet"
-    table = pa.table({"x": [1, 2, 3]}).replace_schema_metadata({"keep": "me"})
-    write_parquet(target, table, metadata={"usr:schema_version": "1"})
-    meta = pq.read_schema(target).metadata
-    assert meta[b"keep"] == b"me" and meta[b"usr:schema_version"] == b"1"
-    f = pq.ParquetFile(target)
-    assert f.metadata.row_group(0).column(0).compression == "ZSTD"
-    assert pq.read_table(target)["x"].to_pylist() == [1, 2, 3]
-
-
 def test_A1_parquet_batches_counts_rows_and_skips_empty(tmp_path):
-    """[A1] streamed writes return the row count; empty batches are skipped; empty streams give a valid file."""
+    """[A1] streamed writes are zstd and return the row count; empty batches are skipped; empty streams give a valid file."""
     schema = pa.schema([("x", pa.int32())])
     target = tmp_path / "out.parquet"
 
@@ -132,6 +120,7 @@ def test_A1_parquet_batches_counts_rows_and_skips_empty(tmp_path):
 
     assert write_parquet_batches(target, schema, batches) == 3
     assert pq.read_table(target)["x"].to_pylist() == [1, 2, 3]
+    assert pq.ParquetFile(target).metadata.row_group(0).column(0).compression == "ZSTD"
     assert write_parquet_batches(target, schema, lambda: iter(())) == 0
     assert pq.read_table(target).num_rows == 0 and pq.read_schema(target).names == ["x"]
     assert _siblings(target) == ["out.parquet"]

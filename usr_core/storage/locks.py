@@ -3,6 +3,10 @@
 Locks are created if absent and never deleted.  flock is released by the kernel when the holder
 dies, so a killed writer never blocks the next one.  The holder writes its pid into the lock file
 so that a timeout can name it.
+
+Taking the dataset lock (`<dataset>/.usr.lock`) also checks, under the lock, that no entry of the dataset's
+layout is a symbolic link (storage/confine.py): every mutation holds that lock before its first write, so no
+writer writes or deletes through a link, whatever its call site.
 """
 from __future__ import annotations
 
@@ -15,7 +19,10 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import LockTimeoutError, SequencesError
+from ..errors import LockTimeoutError, SequencesError, UnsafePathError, environment_failure
+from .confine import check_dataset_tree
+
+DATASET_LOCK_NAME = ".usr.lock"
 
 
 def _open_lock_file(path: Path) -> int:
@@ -24,11 +31,14 @@ def _open_lock_file(path: Path) -> int:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o600)
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.EMLINK):
-            raise SequencesError(
-                f"Lock file {path} is a symbolic link; refusing to use it.",
+            raise UnsafePathError(
+                f"Lock file {path} is a symbolic link; refusing to use it.", path=path,
                 hint="Remove the link; USR recreates the lock file itself.",
             ) from exc
-        raise
+        failure = environment_failure(exc, f"Cannot open the lock file {path}")
+        if failure is None:
+            raise
+        raise failure from exc
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
         os.close(fd)
@@ -50,6 +60,7 @@ def _holder_pid(fd: int) -> int | None:
 @contextlib.contextmanager
 def file_lock(path: Path, timeout: float | None = None, what: str = "lock") -> Iterator[None]:
     """Hold an exclusive flock on `path`; wait forever (timeout None) or raise LockTimeoutError."""
+    path = Path(path)
     fd = _open_lock_file(path)
     try:
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
@@ -78,6 +89,8 @@ def file_lock(path: Path, timeout: float | None = None, what: str = "lock") -> I
         except OSError:
             pass
         try:
+            if path.name == DATASET_LOCK_NAME:
+                check_dataset_tree(path.parent)
             yield
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
