@@ -185,9 +185,13 @@ def check_log_files(paths: DatasetPaths) -> None:
             st = os.lstat(path)
         except FileNotFoundError:
             continue
+        if stat.S_ISLNK(st.st_mode):
+            raise UnsafePathError(f"Event log file {path} is a symbolic link; USR never writes through links.",
+                                  path=path, hint="Replace the link with the real file (or remove it); nothing was "
+                                                  "changed.")
         if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
-            raise UnsafePathError(f"Event log file {path} is not a regular file with one link (a symbolic or hard link?).",
-                                  hint="Replace it with the real file; USR never follows links for its event log.")
+            raise UnsafePathError(f"Event log file {path} is not a regular file with one link (a hard link?).",
+                                  path=path, hint="Replace it with a copy of the file; nothing was changed.")
 
 
 def append_line(paths: DatasetPaths, data: bytes) -> None:
