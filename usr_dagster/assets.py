@@ -7,16 +7,16 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import pyarrow.parquet as pq
-from dagster import (AssetExecutionContext, AssetSpec, AutomationCondition, DataVersion, ObserveResult,
+from dagster import (AssetExecutionContext, AssetSpec, AutomationCondition, DataVersion, Field, ObserveResult,
                      asset, multi_observable_source_asset)
 
 from usr_core import Dataset, ensure_registry_entries, load_registry, namespace_contract_hash
 
+from . import incremental as inc
 from .common import (KINDS, RECORDS, dagster_actor, dagster_md, namespace_key, records_key, records_version,
                      safe_name)
 from .resources import UsrResource
-from .writer import (arrow_type_string, column_lineage, column_schema, conform, namespace_result, to_arrow,
-                     write_part)
+from .writer import arrow_type_string, column_lineage, column_schema, conform, namespace_result, to_arrow
 
 RECORDS_CODE_VERSION = "usr-v1"
 
@@ -51,6 +51,8 @@ class UsrNamespace:
     code_version: str | None = None
     datasets: Callable[[str], bool] | None = None
     tags: dict = field(default_factory=dict)
+    incremental: bool = True
+    replace_on_refresh: bool = True
 
     def applies_to(self, dataset: str) -> bool:
         return self.datasets is None or bool(self.datasets(dataset))
@@ -70,12 +72,18 @@ class UsrNamespace:
 
 
 def usr_namespace(name: str, *, columns, uses=("sequence",), inputs=(), key: str = "id", owner=None,
-                  description=None, code_version=None, datasets=None):
+                  description=None, code_version=None, datasets=None, incremental: bool = True,
+                  replace_on_refresh: bool = True):
     """Decorator: `@usr_namespace("gc", columns={"fraction": "float64"})` on `def gc(records: pa.Table) -> pa.Table`.
 
     The function receives `id`, the `uses` base columns and the columns of the `inputs` namespaces (pyarrow
     Table, or pandas DataFrame when annotated so) and returns the key column (`id`, or `sequence` for sequence
-    keys) plus the declared columns. `datasets` filters the datasets (list of ids or predicate)."""
+    keys) plus the declared columns. `datasets` filters the datasets (list of ids or predicate).
+
+    `incremental` (default True): a run computes only the rows without a value from the current code version
+    (docs/dagster.md); False recomputes every visible row on every run. `replace_on_refresh` (default True): a
+    full recomputation replaces the namespace's overlay (the view shows exactly the new output, NULLs included);
+    False adds it as a part (newest-non-null-wins keeps older values where the new output is NULL)."""
     pred = datasets
     if datasets is not None and not callable(datasets):
         allowed = set(datasets)
@@ -85,7 +93,7 @@ def usr_namespace(name: str, *, columns, uses=("sequence",), inputs=(), key: str
         return UsrNamespace(name=name, fn=fn, columns=_columns(name, columns), uses=tuple(uses),
                             inputs=tuple(inputs), key=key, owner=owner,
                             description=description or (inspect.getdoc(fn) or None), code_version=code_version,
-                            datasets=pred)
+                            datasets=pred, incremental=incremental, replace_on_refresh=replace_on_refresh)
 
     return deco
 
@@ -120,10 +128,9 @@ def _definition_metadata(dataset: str, ns: str, key: str, columns: list[dict] | 
 
 
 def records_asset(root, dataset: str, *, group: str | None = None):
-    """Observable `<dataset>/records`: data version = registry hash + fingerprints (G1)."""
+    """Observable `<dataset>/records`: data version = content version of the visible records (G1)."""
     ds = Dataset(root, dataset)
-    schema = pq.read_schema(ds.records_path)
-    cols = [{"name": f.name, "type": _type_or_raw(f.type)} for f in schema]
+    cols = [{"name": f.name, "type": _type_or_raw(f.type)} for f in pq.read_schema(ds.records_path)]
     spec = AssetSpec(
         key=records_key(dataset),
         description=f"Base records of USR dataset {dataset} ({ds.records_path}).",
@@ -137,9 +144,8 @@ def records_asset(root, dataset: str, *, group: str | None = None):
     @multi_observable_source_asset(specs=[spec], name=f"observe_{safe_name(dataset)}_records")
     def _observe(context):
         d = Dataset(root, dataset)
-        rows = pq.ParquetFile(d.records_path).metadata.num_rows
-        yield ObserveResult(asset_key=spec.key, data_version=DataVersion(records_version(d.dir)),
-                            metadata={**dagster_md(row_count=rows)})
+        yield ObserveResult(asset_key=spec.key, data_version=DataVersion(records_version(d)),
+                            metadata={**dagster_md(row_count=d.info().rows)})
 
     return _observe
 
@@ -157,7 +163,7 @@ def external_namespace_spec(root, dataset: str, ns: str, registry: dict, *, grou
     ds = Dataset(root, dataset)
     cols = entry.get("columns")
     contract = namespace_contract_hash(registry, ns) if entry else "unregistered"
-    md = _definition_metadata(dataset, ns, "id", cols, (ds.dir / "_derived").resolve().as_uri())
+    md = _definition_metadata(dataset, ns, "id", cols, ds.dir.resolve().as_uri())
     if cols:
         md.update(dagster_md(column_lineage=column_lineage(dataset, cols, "id", ())))
     return AssetSpec(key=namespace_key(dataset, ns), deps=[records_key(dataset)],
@@ -176,30 +182,49 @@ def namespace_asset(root, dataset: str, spec: UsrNamespace, registry: dict, *, g
     upstream = {namespace_key(dataset, i): [c["name"] for c in (registry.get(i) or {}).get("columns", [])]
                 for i in spec.inputs}
     ds_dir = Dataset(root, dataset).dir
-    md = _definition_metadata(dataset, spec.name, spec.key, cols, (ds_dir / "_derived" / spec.name).resolve().as_uri())
+    md = _definition_metadata(dataset, spec.name, spec.key, cols, ds_dir.resolve().as_uri())
     md.update(dagster_md(column_lineage=column_lineage(dataset, cols, spec.key, spec.uses, upstream)))
     pandas_in = _wants_pandas(spec.fn)
+    description = _with_lineage(spec.description, cols, spec.uses, spec.key, upstream)
 
-    @asset(key=key, deps=[records_key(dataset), *upstream], description=spec.description,
+    @asset(key=key, deps=[records_key(dataset), *upstream], description=description,
            group_name=group or safe_name(dataset), kinds=set(KINDS), owners=dagster_owners(spec.owner),
            code_version=spec.version(), metadata=md, automation_condition=automation_condition, pool=pool,
-           tags={"usr/origin": "dagster", **spec.tags})
+           tags={"usr/origin": "dagster", **spec.tags},
+           config_schema={"full_refresh": Field(bool, default_value=False, description=(
+               "Recompute every visible row and replace the namespace's overlay, even when nothing changed."))})
     def _materialize(context: AssetExecutionContext, usr: UsrResource):
         ds = usr.dataset(dataset)
         ensure_registry_entries(usr.root, {spec.name: spec.registry_entry()})  # R11: idempotent
         reg = load_registry(usr.root, True)
         ns_cols = [dict(c) for c in reg[spec.name]["columns"]]
         need = ["id", *[u for u in spec.uses if u != "id"]]
-        if spec.key != "id" and "sequence" not in need:
-            need.append("sequence")
         up_cols = [c["name"] for i in spec.inputs for c in reg.get(i, {}).get("columns", [])]
-        table = ds.read_table(columns=need + up_cols, include_overlays=list(spec.inputs) or False)
-        result = spec.fn(table.to_pandas() if pandas_in else table)
-        out = conform(to_arrow(result), spec.name, ns_cols, spec.key)
-        written = write_part(ds, spec.name, out, key=spec.key, actor=dagster_actor(context.run.run_id, "asset"),
-                             event_args={"dagster_run_id": context.run.run_id, "dagster_asset": key.to_user_string()})
-        context.log.info(f"{dataset}/{spec.name}: wrote {written.rows} rows to {written.part}")
-        return namespace_result(ds, dataset, spec.name, ns_cols, spec.key, written, uses=spec.uses,
-                                upstream=upstream, extra={"usr/rows_input": table.num_rows})
+
+        def compute(table):
+            result = spec.fn(table.to_pandas() if pandas_in else table)
+            return conform(to_arrow(result), spec.name, ns_cols, spec.key)
+
+        book = inc.bookkeeping(ds, spec.version(), ns_cols, spec.inputs)
+        out = inc.materialize(ds, spec.name, compute=compute, read_columns=need + up_cols, inputs=spec.inputs,
+                              key=spec.key, book=book, full_refresh=bool(context.op_execution_context.op_config.get("full_refresh")),
+                              incremental=spec.incremental, replace=spec.replace_on_refresh,
+                              actor=dagster_actor(context.run.run_id, "asset"), log=context.log.info,
+                              event_args={"dagster_run_id": context.run.run_id,
+                                          "dagster_asset": key.to_user_string()})
+        return namespace_result(ds, dataset, spec.name, ns_cols, spec.key, out.written, out.version, uses=spec.uses,
+                                upstream=upstream, extra={"usr/mode": out.mode, "usr/rows_computed": out.rows_input,
+                                                          "usr/replaced": out.replaced,
+                                                          "usr/reasons": "; ".join(out.reasons) or "none"})
 
     return _materialize
+
+
+def _with_lineage(description: str | None, columns: list[dict], uses, key: str, upstream: dict) -> str:
+    """Column lineage rendered in the description: the open-source UI shows `dagster/column_lineage` only as raw
+    metadata (the lineage view is a Dagster+ feature)."""
+    join_col = "id" if key == "id" else "sequence"
+    sources = [f"records.{c}" for c in dict.fromkeys([join_col, *uses])]
+    sources += [f"{k.path[-1]}.{c}" for k, cols in upstream.items() for c in cols]
+    lines = [f"- `{c['name']}` <- {', '.join(sources)}" for c in columns]
+    return ((description or "").rstrip() + "\n\nColumn lineage:\n" + "\n".join(lines)).lstrip()

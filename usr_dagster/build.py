@@ -3,14 +3,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dagster import (AssetSelection, AutomationCondition, AutomationConditionSensorDefinition, DefaultSensorStatus,
-                     Definitions, FilesystemIOManager, define_asset_job, in_process_executor)
+from dagster import (AssetSelection, AutomationCondition, AutomationConditionSensorDefinition,
+                     DefaultScheduleStatus, DefaultSensorStatus, Definitions, FilesystemIOManager, ScheduleDefinition,
+                     define_asset_job, in_process_executor)
 
-from usr_core import discover_datasets, load_registry
+from usr_core import Dataset, discover_datasets, load_registry
 
 from .assets import UsrNamespace, external_namespace_spec, namespace_asset, records_asset
 from .checks import dataset_check, namespace_checks
-from .common import RESERVED, namespace_key, overlay_namespaces, records_key
+from .common import namespace_key, overlay_namespaces, records_key
 from .io_manager import UsrIOManager
 from .jobs import OP_IO, compaction_schedule, maintenance_jobs
 from .resources import UsrResource
@@ -20,12 +21,14 @@ from .sensors import event_log_sensor
 def build_usr_definitions(root, namespaces: list[UsrNamespace] | tuple = (), *, datasets=None,
                           part_threshold: int = 8, bytes_threshold: int = 0, compaction_cron: str = "0 3 * * *",
                           running: bool = False, automation_condition: AutomationCondition | None = None,
-                          executor=in_process_executor, sensor_interval: int = 15) -> Definitions:
+                          executor=in_process_executor, sensor_interval: int = 15,
+                          checks_cron: str = "0 * * * *") -> Definitions:
     """Read registry.yaml and discover datasets/overlays under `root` (L3, L8).
 
     Assets: `<dataset>/records` (observable) for each dataset; `<dataset>/<ns>` for each namespace function
     that applies to the dataset (materializable) and for each other overlay found on disk (external).
-    `running=True` starts the event sensor, the automation sensor and the compaction schedule by default.
+    `running=True` starts the event sensor, the automation sensor, the compaction schedule and the checks schedule
+    (`checks_cron`, hourly: every asset check on its own, against the registry and files as they are then).
     New datasets/namespaces appear when the code location reloads (definitions are read from disk at load)."""
     root = str(Path(root).resolve())
     reg = load_registry(root, False) or {}
@@ -39,7 +42,7 @@ def build_usr_definitions(root, namespaces: list[UsrNamespace] | tuple = (), *, 
             if spec.applies_to(dataset):
                 assets.append(namespace_asset(root, dataset, spec, reg, automation_condition=automation_condition))
                 defined.add(spec.name)
-        on_disk = [ns for ns in overlay_namespaces(Path(root) / dataset) if ns not in RESERVED]
+        on_disk = overlay_namespaces(Dataset(root, dataset))
         for ns in on_disk:
             if ns not in defined:
                 assets.append(external_namespace_spec(root, dataset, ns, reg))
@@ -56,6 +59,16 @@ def build_usr_definitions(root, namespaces: list[UsrNamespace] | tuple = (), *, 
         jobs.append(define_asset_job("usr_namespaces", selection=AssetSelection.assets(*ns_keys),
                                      description="Materialize every derived namespace of every dataset."))
     schedules = [compaction_schedule(jobs[0], compaction_cron, running)] if names else []
+    if checks:
+        check_job = define_asset_job("usr_checks", selection=AssetSelection.all_asset_checks(),
+                                     description="Run every USR asset check (registry drift, compaction debt, keys, "
+                                                 "schema, strict validation) against the files as they are now.")
+        jobs.append(check_job)
+        schedules.append(ScheduleDefinition(
+            name="usr_checks_schedule", job=check_job, cron_schedule=checks_cron,
+            default_status=DefaultScheduleStatus.RUNNING if running else DefaultScheduleStatus.STOPPED,
+            description="Runs every USR asset check on its own, so the UI reflects registry and file changes made "
+                        "outside Dagster."))
     known = {k for a in assets for k in (a.keys if hasattr(a, "keys") else [a.key])}
     sensors = [event_log_sensor(root, known_keys=frozenset(known), running=running, interval=sensor_interval)]
     if automation_condition is not None:

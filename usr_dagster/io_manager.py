@@ -7,8 +7,8 @@ from pydantic import Field
 
 from usr_core import Dataset
 
-from .common import RECORDS, dagster_actor, split_key
-from .writer import conform, namespace_result, registry_columns, to_arrow, write_part
+from .common import RECORDS, dagster_actor, namespace_version, split_key
+from .writer import conform, namespace_result, registry_columns, to_arrow
 
 
 def _target(context) -> tuple[str, str]:
@@ -79,8 +79,8 @@ class UsrIOManager(ConfigurableIOManager):
         key = _raw(md.get("usr/key", "id"))
         table = conform(to_arrow(obj), ns, cols, key)
         ds = Dataset(self.root, dataset)
-        written = write_part(ds, ns, table, key=key, actor=dagster_actor(context.run_id, "io_manager"),
-                             event_args={"dagster_run_id": context.run_id,
-                                         "dagster_asset": context.asset_key.to_user_string()})
-        result = namespace_result(ds, dataset, ns, cols, key, written)
+        written = ds.write_part(ns, table, key=key, actor=dagster_actor(context.run_id, "io_manager"),
+                                event_args={"dagster_run_id": context.run_id,
+                                            "dagster_asset": context.asset_key.to_user_string()})
+        result = namespace_result(ds, dataset, ns, cols, key, written, namespace_version(ds, ns))
         context.add_output_metadata(dict(result.metadata or {}))

@@ -4,9 +4,9 @@ maintenance of one dataset never runs twice at once (pool limit 1 in dagster.yam
 from dagster import (AssetObservation, DefaultScheduleStatus, Field, OpExecutionContext, Out, ScheduleDefinition, job,
                      op)
 
-from usr_core import Dataset
+from usr_core import Dataset, SequencesError
 
-from .common import (RESERVED, dagster_actor, namespace_key, overlay_namespaces, overlay_sources, records_key,
+from .common import (dagster_actor, namespace_key, overlay_files, overlay_namespaces, part_files, records_key,
                      records_version, safe_name)
 
 DATA_VERSION_TAG = "dagster/data_version"  # dagster's tag for data versions on runless/op-logged events
@@ -20,19 +20,30 @@ def pool_name(dataset: str) -> str:
 
 def _observe_records(context: OpExecutionContext, ds: Dataset, dataset: str, action: str) -> None:
     context.log_event(AssetObservation(asset_key=records_key(dataset), metadata={"usr/action": action},
-                                       tags={DATA_VERSION_TAG: records_version(ds.dir)}))
+                                       tags={DATA_VERSION_TAG: records_version(ds)}))
 
 
-def compaction_plan(ds: Dataset, part_threshold: int, bytes_threshold: int) -> list[tuple[str, int, int]]:
-    """Namespaces whose part count (or bytes, when bytes_threshold > 0) passes the threshold."""
+def compaction_plan(ds: Dataset, part_threshold: int, bytes_threshold: int) -> list[tuple[str, int, int, str]]:
+    """Every namespace with an overlay: (namespace, parts, part bytes, why it is compacted or skipped).
+    A namespace is compacted when its part count (or bytes, when bytes_threshold > 0) passes the threshold."""
     plan = []
-    for ns in overlay_namespaces(ds.dir):
-        if ns in RESERVED:
+    for ns in overlay_namespaces(ds):
+        try:
+            parts = part_files(overlay_files(ds, ns))
+        except SequencesError as exc:
+            plan.append((ns, 0, 0, f"skipped: unreadable overlay ({exc})"))
             continue
-        parts = [s for s in overlay_sources(ds.dir, ns) if s.path.parent.name == ns]
         size = sum(s.size_bytes for s in parts)
-        if parts and (len(parts) >= part_threshold or (bytes_threshold > 0 and size >= bytes_threshold)):
-            plan.append((ns, len(parts), size))
+        if not parts:
+            why = "skipped: no parts (already one compact file)"
+        elif len(parts) >= part_threshold:
+            why = f"compact: {len(parts)} parts >= threshold {part_threshold}"
+        elif bytes_threshold > 0 and size >= bytes_threshold:
+            why = f"compact: {size} part bytes >= byte threshold {bytes_threshold}"
+        else:
+            why = f"skipped: {len(parts)} part(s) < threshold {part_threshold}" + (
+                f", {size} bytes < byte threshold {bytes_threshold}" if bytes_threshold > 0 else "")
+        plan.append((ns, len(parts), size, why))
     return plan
 
 
@@ -47,11 +58,17 @@ def _compact_op(dataset: str, part_threshold: int, bytes_threshold: int):
         ds = context.resources.usr.dataset(dataset)
         cfg = context.op_config
         done = []
-        for ns, n_parts, size in compaction_plan(ds, cfg["part_threshold"], cfg["bytes_threshold"]):
+        plan = compaction_plan(ds, cfg["part_threshold"], cfg["bytes_threshold"])
+        if not plan:
+            context.log.info(f"{dataset}: nothing to compact (no namespace has an overlay)")
+        for ns, n_parts, size, why in plan:
+            context.log.info(f"{dataset}/{ns}: {why}")
+            if not why.startswith("compact"):
+                continue
             with ds.maintenance(reason=f"dagster compaction ({n_parts} parts)",
                                 actor=dagster_actor(context.run_id, "compaction")):
                 ds.compact_overlay(ns)
-            context.log.info(f"{dataset}: compacted {ns} ({n_parts} parts, {size} bytes)")
+            context.log.info(f"{dataset}/{ns}: compacted {n_parts} parts ({size} bytes) into one file")
             # same merged view, new file: an observation, not a materialization
             context.log_event(AssetObservation(asset_key=namespace_key(dataset, ns),
                                                metadata={"usr/action": "compact_overlay", "usr/parts_before": n_parts,
@@ -90,7 +107,7 @@ def _materialize_op(dataset: str):
         ds = context.resources.usr.dataset(dataset)
         cfg = context.op_config
         selected = cfg.get("namespaces")
-        before = [ns for ns in overlay_namespaces(ds.dir) if ns not in RESERVED]
+        before = overlay_namespaces(ds)
         with ds.maintenance(reason="dagster materialize", actor=dagster_actor(context.run_id, "materialize")):
             ds.materialize(namespaces=selected, keep_overlays=cfg["keep_overlays"],
                            archive_overlays=cfg["archive_overlays"], drop_deleted=cfg["drop_deleted"])

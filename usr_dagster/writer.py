@@ -1,18 +1,13 @@
 """Writing a namespace part through usr_core and describing it for Dagster (MaterializeResult metadata)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-
 import pyarrow as pa
 from dagster import (DataVersion, MaterializeResult, TableColumn, TableColumnDep, TableColumnLineage,
                      TableSchema)
 
-from usr_core import Dataset, load_registry, namespace_contract_hash, registry_hash
+from usr_core import Dataset, PartWritten, canonical_type, load_registry, namespace_contract_hash, parse_type, registry_hash
 
-from usr_core import canonical_type, parse_type
-
-from .common import dagster_md, namespace_version, overlay_sources, records_key, sha256_file
+from .common import dagster_md, overlay_files, part_files, records_key
 
 SEQUENCE_KEYS = ("sequence", "sequence_norm", "sequence_ci")
 
@@ -73,47 +68,25 @@ def column_lineage(dataset: str, columns: list[dict], key: str, uses=(), upstrea
     return TableColumnLineage(deps_by_column={c["name"]: deps for c in columns})
 
 
-@dataclass(frozen=True)
-class PartWrite:
-    rows: int
-    part: Path | None
-    digest: str | None
-    registry_hash: str | None
-    contract_hash: str | None
-    part_count: int
-
-
-def write_part(ds: Dataset, namespace: str, table: pa.Table, *, key: str, actor: dict,
-               event_args: dict | None = None) -> PartWrite:
-    """write_overlay_part (auto-freeze and the event included), then find the new part on disk."""
-    rows = ds.write_overlay_part(namespace, table, key=key, actor=actor, event_args=event_args or {})
-    sources = overlay_sources(ds.dir, namespace)
-    part = ds.last_part_path if rows else None
-    new = [s for s in sources if part is not None and s.path == part]
-    return PartWrite(rows=rows, part=part, digest=sha256_file(part) if part else None,
-                     registry_hash=new[0].registry_hash if new else registry_hash(ds.root),
-                     contract_hash=new[0].contract_hash if new else None,
-                     part_count=sum(1 for s in sources if s.path.parent.name == namespace))
-
-
-def namespace_result(ds: Dataset, dataset: str, namespace: str, columns: list[dict], key: str, written: PartWrite,
-                     uses=(), upstream: dict | None = None, extra: dict | None = None) -> MaterializeResult:
+def namespace_result(ds: Dataset, dataset: str, namespace: str, columns: list[dict], key: str,
+                     written: PartWritten | None, version: str | None, uses=(), upstream: dict | None = None,
+                     extra: dict | None = None) -> MaterializeResult:
+    """The MaterializeResult of a namespace write: data version = content version of the namespace (what readers
+    see), so a run that changes no visible value reports the version it had."""
     reg = load_registry(ds.root, False) or {}
-    contract = written.contract_hash or (namespace_contract_hash(reg, namespace) if namespace in reg else None)
-    version = written.digest or namespace_version(ds.dir, namespace)
+    files = overlay_files(ds, namespace)
     meta = {
-        **dagster_md(column_schema=column_schema(columns), row_count=written.rows,
-                           column_lineage=column_lineage(dataset, columns, key, uses, upstream)),
-        "usr/rows_written": written.rows,
-        "usr/part_count": written.part_count,
-        "usr/registry_hash": written.registry_hash or "",
-        "usr/namespace_contract_hash": contract or "",
+        **dagster_md(column_schema=column_schema(columns),
+                     column_lineage=column_lineage(dataset, columns, key, uses, upstream)),
+        "usr/rows_written": written.rows if written is not None else 0,
+        "usr/part_count": len(part_files(files)),
+        "usr/registry_hash": registry_hash(ds.root) or "",
+        "usr/namespace_contract_hash": (namespace_contract_hash(reg, namespace) if namespace in reg else "") or "",
         **(extra or {}),
     }
-    if written.part is not None:
-        meta.update(dagster_md(uri=written.part.resolve().as_uri()))
-        meta["usr/part_path"] = str(written.part)
-        meta["usr/part_digest"] = written.digest
+    if written is not None and written.path is not None:
+        meta.update(dagster_md(uri=written.path.resolve().as_uri(), row_count=written.rows))
+        meta["usr/part_path"] = str(written.path)
     return MaterializeResult(metadata=meta, data_version=DataVersion(version) if version else None)
 
 
