@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .contract import TOMBSTONE_COLUMNS, TOMBSTONE_NS
-from .errors import SchemaError, SequencesError
+from .errors import SchemaError, SequencesError, option_hint
 from .layout import DatasetPaths
 from .overlays.checks import check_sequence_keys, check_source
 from .overlays.discovery import OverlaySource, discover_overlays
@@ -155,13 +155,17 @@ def plan_read(paths: DatasetPaths, columns=None, include_overlays=True, include_
         per_source.append((src, cols))
         available += [c for c in cols if c not in available]
     tomb_cols = list(TOMBSTONE_COLUMNS) if tomb is not None else []
-    if columns is None:
-        out = available + (tomb_cols if include_deleted else [])
+    if columns is None:  # O10: tombstone columns stand where `usr` falls among the overlays (L8 name order)
+        later = {id(s) for s in sources[sources.index(tomb) + 1:]} if tomb is not None else set()
+        cut = next((available.index(c) for s, cols in per_source if id(s) in later for c in cols
+                    if c not in base_names), len(available))
+        out = available[:cut] + (tomb_cols if include_deleted else []) + available[cut:]
     else:
         out = list(dict.fromkeys(columns))
         hidden = [c for c in out if c in TOMBSTONE_COLUMNS]
         if hidden and not include_deleted:
-            raise SchemaError(f"Columns {hidden} are tombstone columns (O11).", hint="Pass include_deleted=True.")
+            raise SchemaError(f"Columns {hidden} are tombstone columns (O11).",
+                              **option_hint("Pass {}.", "include_deleted"))
         unknown = [c for c in out if c not in available and c not in TOMBSTONE_COLUMNS]
         if unknown:
             raise SchemaError(f"Unknown columns requested: {unknown} (O11).",

@@ -8,7 +8,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .contract import STATE_COLUMNS, STATE_NS, TOMBSTONE_NS, TOMBSTONE_SCHEMA, utcnow
-from .errors import SchemaError
+from .errors import SchemaError, option_hint
 from .registry.types import parse_type
 
 QC_STATUS = ("pass", "fail", "warn", "unknown")
@@ -38,7 +38,7 @@ def check_ids_exist(paths, ids: list[str], allow_missing: bool) -> list[str]:
     missing = [i for i in ids if i not in found]
     if missing and not allow_missing:
         raise SchemaError(f"{len(missing)} id(s) not found: {missing[:5]}",
-                          hint="Check the ids, or pass allow_missing=True / --allow-missing.")
+                          **option_hint("Check the ids, or pass {} to skip them.", "allow_missing"))
     return [i for i in ids if i in found]
 
 

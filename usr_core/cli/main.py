@@ -7,10 +7,10 @@ import traceback
 
 import click
 
-from ..errors import DuplicateIDError, SequencesError
+from ..errors import DuplicateIDError, EnvironmentFailure, SequencesError, environment_failure
 from . import maintenance_cmds, namespace_cmds, read_cmds, write_cmds
 
-EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_EXISTS, EXIT_MISSING, EXIT_ABORT = 0, 1, 2, 3, 4, 130
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_EXISTS, EXIT_MISSING, EXIT_ENVIRONMENT, EXIT_ABORT = 0, 1, 2, 3, 4, 5, 130
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -21,7 +21,12 @@ EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_EXISTS, EXIT_MISSING, EXIT_ABORT = 0, 1
 @click.version_option(package_name="usr-dagster", prog_name="usr")
 @click.pass_context
 def cli(ctx: click.Context, root, rich_: bool) -> None:
-    """USR: universal sequence records — datasets, overlays, registry and maintenance."""
+    """USR: universal sequence records — datasets, overlays, registry and maintenance.
+
+    Rule ids in messages and help, like (O5) or (X2), are explained in docs/format.md of the
+    repository. Exit codes: 0 ok, 1 dataset not found / internal error, 2 contract or usage error,
+    3 file exists, 4 file not found, 5 environment error (disk full, permission denied), 130 aborted.
+    """
     ctx.obj = {"root": root, "rich": rich_}
 
 
@@ -49,41 +54,62 @@ def _print_groups(exc: DuplicateIDError) -> None:
             click.echo(f"  {label}: {text}", err=True)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Console script `usr`; maps exceptions to the exit codes of C5."""
+def environment_failure_of(exc: BaseException) -> EnvironmentFailure | None:
+    """The environment failure (disk full, permission denied, ...) behind `exc`, following its cause chain."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, EnvironmentFailure):
+            return cur
+        what = str(exc) if isinstance(exc, SequencesError) and str(exc) else "The command could not finish"
+        failure = environment_failure(cur, what) if isinstance(cur, OSError) else None
+        if failure is not None:
+            return failure
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI and map exceptions to exit codes (C5; 5 = environment error, see README)."""
     try:
         rv = cli.main(args=argv, prog_name="usr", standalone_mode=False)
-        code = rv if isinstance(rv, int) else EXIT_OK
-    except click.exceptions.Abort:
+        return rv if isinstance(rv, int) else EXIT_OK
+    except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("Aborted.", err=True)
-        code = EXIT_ABORT
-    except KeyboardInterrupt:
-        click.echo("Aborted.", err=True)
-        code = EXIT_ABORT
+        return EXIT_ABORT
     except click.exceptions.Exit as exc:
-        code = exc.exit_code
+        return exc.exit_code
     except click.ClickException as exc:
         exc.show()
-        code = exc.exit_code
-    except SequencesError as exc:
-        _print_error(str(exc) or type(exc).__name__, getattr(exc, "hint", None))
-        if isinstance(exc, DuplicateIDError):
-            _print_groups(exc)
-        code = EXIT_USAGE
-    except FileExistsError as exc:
-        _print_error(str(exc), "Remove the existing file or pick another destination.")
-        code = EXIT_EXISTS
-    except FileNotFoundError as exc:
-        _print_error(str(exc), "Check the path.")
-        code = EXIT_MISSING
+        return exc.exit_code
     except BrokenPipeError:
-        code = EXIT_OK
-    except Exception as exc:  # internal error: one line unless USR_DEBUG asks for the traceback
-        if os.environ.get("USR_DEBUG"):
+        return EXIT_OK
+    except Exception as exc:
+        failure = environment_failure_of(exc)
+        if failure is not None:
+            _print_error(str(failure), failure.cli_hint or failure.hint)
+            return EXIT_ENVIRONMENT
+        if isinstance(exc, SequencesError):
+            _print_error(str(exc) or type(exc).__name__, exc.cli_hint or exc.hint)
+            if isinstance(exc, DuplicateIDError):
+                _print_groups(exc)
+            return EXIT_USAGE
+        if isinstance(exc, FileExistsError):
+            _print_error(str(exc), "Remove the existing file or pick another destination.")
+            return EXIT_EXISTS
+        if isinstance(exc, FileNotFoundError):
+            _print_error(str(exc), "Check the path.")
+            return EXIT_MISSING
+        if os.environ.get("USR_DEBUG"):  # internal error: one line unless USR_DEBUG asks for the traceback
             traceback.print_exc()
         _print_error(f"{type(exc).__name__}: {exc}", "Set USR_DEBUG=1 for a traceback.")
-        code = EXIT_INTERNAL
-    sys.exit(code)
+        return EXIT_INTERNAL
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console script `usr`."""
+    sys.exit(run(argv))
 
 
 if __name__ == "__main__":

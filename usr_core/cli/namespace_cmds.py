@@ -39,9 +39,9 @@ def show_cmd(name, fmt) -> None:
                        hint="Run `usr namespace list`, or register it with `usr namespace register`.")
     entry = reg[name]
     if is_json(fmt):
-        emit_json({"namespace": name, **entry})
+        emit_json({"name": name, **entry})
         return
-    click.echo(f"namespace: {name}")
+    click.echo(f"name: {name}")
     click.echo(f"owner: {entry.get('owner') or ''}")
     click.echo(f"description: {entry.get('description') or ''}")
     click.echo("columns:")

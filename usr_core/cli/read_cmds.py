@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import re
 import time
 from collections import deque
@@ -189,19 +190,27 @@ def grep_cmd(ds, pattern, limit, include_deleted, fmt) -> None:
 @click.argument("ds", required=False)
 @click.option("--fmt", "out_fmt", required=True, type=click.Choice(["csv", "jsonl", "parquet"], case_sensitive=False),
               help="Export format.")
-@click.option("--out", "out", required=True, type=click.Path(path_type=Path),
-              help="Output file, or an existing directory (writes <id with / as _>.<fmt>).")
+@click.option("--out", "out", required=True, type=click.Path(),
+              help="Output file; a path ending in / or an existing directory gets <id with / as _>.<fmt> inside "
+                   "(created if missing).")
 @click.option("--columns", help="Comma-separated columns to export.")
 @include_deleted_option
 def export_cmd(ds, out_fmt, out, columns, include_deleted) -> None:
     """Export the merged view (X10) to csv, jsonl or parquet."""
     d = dataset(ds)
     out_fmt = out_fmt.lower()
-    if out.is_dir():
-        out = out / f"{d.name.replace('/', '_')}.{out_fmt}"
-    status(f"exporting {d.name} to {out}")
-    d.export(out_fmt, out, columns=_columns(columns), include_deleted=include_deleted)
-    click.echo(f"Exported {d.name} to {out}")
+    target = export_target(out, d.name, out_fmt)
+    status(f"exporting {d.name} to {target}")
+    d.export(out_fmt, target, columns=_columns(columns), include_deleted=include_deleted)
+    click.echo(f"Exported {d.name} to {target}")
+
+
+def export_target(out: str, name: str, fmt: str) -> Path:
+    """X10: `DIR/` or an existing directory means `<DIR>/<id, "/" -> "_">.<fmt>`; anything else is the file."""
+    path = Path(out).expanduser()
+    if out.endswith(("/", os.sep)) or path.is_dir():
+        return path / f"{name.replace('/', '_')}.{fmt}"
+    return path
 
 
 @click.command("validate")

@@ -6,8 +6,12 @@ from pathlib import Path
 
 import click
 
+from ..errors import SchemaError
+from ..overlays.inputs import read_input
+from ..overlays.write import prepare_attach_table
+from ..registry import load_registry
 from .output import emit_json, emit_table, format_option, is_json, jsonable, status, table_rows
-from .resolve import command_line, dataset
+from .resolve import CliError, command_line, dataset
 
 
 def confirm_or_abort(question: str, yes: bool) -> None:
@@ -45,29 +49,43 @@ allow_missing_option = click.option("--allow-missing", is_flag=True, help="Ignor
 @click.option("--source", default="", help="Provenance recorded in meta.md and the init event.")
 @click.option("--notes", default="", help="Free-text notes for meta.md.")
 def init_cmd(ds, source, notes) -> None:
-    """Create an empty dataset (registry.yaml required)."""
+    """Create an empty dataset (registry.yaml required); an existing dataset -> exit 3."""
     d = dataset(ds, must_exist=False)
+    if d.records_path.exists():
+        raise CliError(f"Dataset {d.name} already exists at {d.dir}.", exit_code=3,
+                       hint=f"Add rows with `usr import {d.name} ...`, or pick another name.")
     d.init(source=source, notes=notes)
     click.echo(f"Initialized dataset {d.name} at {d.dir}")
 
 
+IDENTITY_TEXT_COLUMNS = ("id", "bio_type", "sequence", "alphabet", "source")
+
+
 def _read_input(path: Path, fmt: str):
-    """CSV/JSONL -> Arrow table; identity columns are read as strings so nothing is reinterpreted."""
+    """CSV/JSONL -> Arrow table; identity columns are read as strings so nothing is reinterpreted. Lines longer
+    than the reader's block grow the block (up to the file size) instead of failing."""
     import pyarrow as pa
-
-    if fmt == "csv":
-        import pyarrow.csv as pacsv
-
-        import csv
-
-        with path.open(newline="", encoding="utf-8") as fh:
-            names = next(csv.reader(fh), [])
-        text_cols = {c: pa.string() for c in names if c in ("id", "bio_type", "sequence", "alphabet", "source")}
-        return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types=text_cols,
-                                                                         strings_can_be_null=False))
+    import pyarrow.csv as pacsv
     import pyarrow.json as pajson
 
-    return pajson.read_json(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Input not found: {path}")
+    size, block = path.stat().st_size, 1 << 22
+    while True:
+        try:
+            if fmt == "csv":
+                return pacsv.read_csv(path, read_options=pacsv.ReadOptions(block_size=block),
+                                      convert_options=pacsv.ConvertOptions(
+                                          column_types={c: pa.string() for c in IDENTITY_TEXT_COLUMNS},
+                                          strings_can_be_null=False))
+            return pajson.read_json(path, read_options=pajson.ReadOptions(block_size=block))
+        except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+            if "straddl" in str(exc) and block <= size:
+                block = min(block * 16, size + 1, 2**31 - 1)
+                continue
+            shape = "a header line and a `sequence` column" if fmt == "csv" else "one JSON object per line"
+            raise SchemaError(f"Cannot parse {path} as {fmt.upper()}: {exc}",
+                              hint=f"Check that {path.name} is UTF-8 {fmt.upper()} with {shape}.") from exc
 
 
 @click.command("import")
@@ -75,7 +93,8 @@ def _read_input(path: Path, fmt: str):
 @click.option("--from", "from_", required=True, type=click.Choice(["csv", "jsonl"], case_sensitive=False),
               help="Input format.")
 @click.option("--path", "path", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Input file with a `sequence` column (optional bio_type, alphabet, id, source, created_at).")
+              help="Input file with a `sequence` column (optional bio_type, alphabet, id, created_at). The "
+                   "records' `source` is set to this path: a `source` column in the file is replaced (S6).")
 @click.option("--bio-type", default="dna", show_default=True, help="Default bio_type for rows without one.")
 @click.option("--alphabet", default="dna_4", show_default=True, help="Default alphabet for rows without one.")
 def import_cmd(ds, from_, path, bio_type, alphabet) -> None:
@@ -97,22 +116,48 @@ def import_cmd(ds, from_, path, bio_type, alphabet) -> None:
 @click.option("--key", default="id", show_default=True, help="id | sequence | sequence_norm | sequence_ci.")
 @click.option("--key-col", help="Input column holding the key (default: sequence for sequence keys, else the key).")
 @click.option("--columns", help="Comma-separated input columns to attach (default: all but the key column).")
-@click.option("--allow-overwrite", is_flag=True, help="Replace existing columns of the overlay.")
+@click.option("--as-part", is_flag=True,
+              help="Append the columns as a new overlay part (O6) instead of rewriting the compact overlay (O5): "
+                   "parallel-safe, newest non-NULL value wins; `usr maintenance overlay-compact` folds parts.")
+@click.option("--allow-overwrite", is_flag=True, help="Replace existing columns of the compact overlay.")
 @allow_missing_option
 @click.option("--parse-json/--no-parse-json", default=True, show_default=True,
               help="Parse strings starting with [ or { as JSON.")
 @click.option("--backend", type=click.Choice(["pyarrow", "duckdb"]), default="pyarrow", show_default=True)
 @click.option("--note", default="", help="Free-text note for the attach event.")
-def attach_cmd(ds, path, namespace, key, key_col, columns, allow_overwrite, allow_missing, parse_json, backend,
-               note) -> None:
-    """Attach columns to a dataset as the compact overlay of a namespace (O5)."""
+def attach_cmd(ds, path, namespace, key, key_col, columns, as_part, allow_overwrite, allow_missing, parse_json,
+               backend, note) -> None:
+    """Attach columns to a dataset: the compact overlay of a namespace (O5), or with --as-part a new part (O6)."""
     d = dataset(ds)
     cols = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
+    if as_part:
+        if allow_overwrite:
+            raise click.UsageError("--as-part needs no --allow-overwrite: a part's non-NULL values always win over "
+                                   "older ones (O9).")
+        if backend != "pyarrow":
+            raise click.UsageError("--as-part reads the input with pyarrow; drop --backend duckdb.")
+        status(f"appending {path} as a part of {namespace} to {d.name}")
+        written = _write_part(d, path, namespace, key, key_col, cols, allow_missing, parse_json, note)
+        where = f": {written.path.name}" if written.path is not None else " (no rows matched, nothing written)"
+        d.append_meta_note(f"Appended a part of namespace {namespace} ({written.rows} rows) from {path}",
+                           command_line())
+        click.echo(f"Appended {written.rows} rows to {d.name} as a part of namespace {namespace}{where}.")
+        return
     status(f"attaching {path} as {namespace} to {d.name}")
     n = d.attach(path, namespace, key=key, key_col=key_col, columns=cols, allow_overwrite=allow_overwrite,
                  allow_missing=allow_missing, parse_json=parse_json, backend=backend, note=note)
     d.append_meta_note(f"Attached namespace {namespace} ({n} rows) from {path}", command_line())
     click.echo(f"Attached {n} rows to {d.name} as namespace {namespace}.")
+
+
+def _write_part(d, path: Path, namespace: str, key: str, key_col, cols, allow_missing: bool, parse_json: bool,
+                note: str):
+    """The attach input read and coerced to the registry types exactly as attach does, then `Dataset.write_part`."""
+    raw = read_input(path, key_col or ("sequence" if key != "id" else key))
+    table = prepare_attach_table(namespace, raw, key=key, key_col=key_col, columns=cols,
+                                 reg=load_registry(d.root, required=True), coerce=True, parse_json=parse_json)
+    event_args = {"input": str(path), **({"note": note} if note else {})}
+    return d.write_part(namespace, table, key=key, allow_missing=allow_missing, event_args=event_args)
 
 
 @click.command("delete")

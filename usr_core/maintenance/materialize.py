@@ -9,7 +9,7 @@ from .. import events as ev
 from .. import read as rd
 from ..base import base_metadata, m1_metadata, rewrite_base
 from ..contract import STATE_NS, TOMBSTONE_NS
-from ..errors import NamespaceError, SchemaError
+from ..errors import NamespaceError, SchemaError, option_hint
 from ..overlays.checks import check_conformance
 from ..overlays.discovery import OverlaySource, discover_overlays
 from ..overlays.keys import check_key_name
@@ -25,7 +25,7 @@ def _selection(sources: list[OverlaySource], namespaces) -> list[OverlaySource]:
     wanted = [namespaces] if isinstance(namespaces, str) else list(namespaces)
     if TOMBSTONE_NS in wanted:
         raise NamespaceError("Namespace 'usr' (tombstones) cannot be materialized (X6).",
-                             hint="Use drop_deleted=True / --drop-deleted to remove tombstoned rows.")
+                             **option_hint("Use {} to remove tombstoned rows.", "drop_deleted"))
     return [s for s in sources if s.namespace in set(wanted)]  # unknown namespaces are ignored
 
 

@@ -5,7 +5,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .. import read as rd
-from ..errors import SchemaError
+from ..errors import SchemaError, option_hint
 from ..overlays import write as ow
 from ..overlays.keys import normalize_keys
 
@@ -59,7 +59,7 @@ def project_overlay(src_ds, dest_ds, namespace: str, src_join: str = "id", dest_
               "dry_run": dry_run}
     if result["rows_missing"] and not allow_missing:
         raise SchemaError(f"{result['rows_missing']} source row(s) have no destination match (X12).",
-                          hint="Pass allow_missing=True / --allow-missing to drop them.")
+                          **option_hint("Pass {} to drop them.", "allow_missing"))
     if dry_run:
         return result
     table = table.filter(present)

@@ -10,7 +10,7 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from ..errors import SchemaError
+from ..errors import SchemaError, option_hint
 from ..registry.types import canonical_type, parse_type
 
 SUPPORTED = (".parquet", ".csv", ".jsonl", ".json")
@@ -57,7 +57,7 @@ def _parse_json_value(text, column: str, row: int):
             except ValueError:
                 pass
     raise SchemaError(f"Column {column} row {row}: value is not valid JSON: {s[:60]!r}",
-                      hint="Fix the value or pass --no-parse-json.")
+                      **option_hint("Fix the value or pass {}.", "parse_json", False))
 
 
 def coerce_column(col: pa.ChunkedArray | pa.Array, name: str, target_type: str, parse_json: bool) -> pa.Array:
@@ -77,7 +77,7 @@ def coerce_column(col: pa.ChunkedArray | pa.Array, name: str, target_type: str, 
         if (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)) and nested:
             if not parse_json:
                 raise SchemaError(f"type mismatch for {name}: strings cannot become {target_type} without JSON parsing",
-                                  hint="Pass parse_json=True / --parse-json or store real lists in parquet.")
+                                  **option_hint("Pass {} or store real lists in parquet.", "parse_json"))
             values = [_parse_json_value(v, name, i + 1) for i, v in enumerate(col.to_pylist())]
             return pa.array(values, type=target)
         if pa.types.is_string(col.type) and pa.types.is_boolean(target):

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 
 from ..contract import MUTATION_RESERVED_NAMESPACES, REQUIRED_COLUMNS, ts
 from ..errors import NamespaceError, SchemaError
+from ..errors import option_hint
 from ..layout import check_namespace_name
 from ..registry.registry import Registry, hash_registry, namespace_contract_hash
 from ..registry.types import conforms, parse_type
@@ -133,7 +134,7 @@ def match_base(ds, table: pa.Table, key: str, allow_missing: bool) -> tuple[pa.T
     if missing and not allow_missing:
         sample = keys.filter(pc.invert(present)).to_pylist()[:5]
         raise SchemaError(f"{missing} key(s) not found in dataset {ds.name!r}: {sample}",
-                          hint="Pass allow_missing=True / --allow-missing to drop them.")
+                          **option_hint("Pass {} to drop them.", "allow_missing"))
     return (table.filter(present) if missing else table), missing
 
 
@@ -182,14 +183,14 @@ def _existing_compact(path: Path, table: pa.Table, key: str, allow_overwrite: bo
     part = load_part(path)
     if part.meta.get("usr:overlay_key", key) != key:
         raise SchemaError(f"key mismatch: {path.name} is keyed by {part.meta.get('usr:overlay_key')!r}, "
-                          f"not {key!r} (O5).", hint=f"Attach with --key {part.meta.get('usr:overlay_key')}.")
+                          f"not {key!r} (O5).", **option_hint("Attach with {}.", "key", part.meta.get("usr:overlay_key")))
     existing = pq.read_table(path)
     existing = existing.set_column(existing.column_names.index(key), key, normalize_keys(existing[key], key))
     _check_duplicates(existing[key].combine_chunks())
     shared = [c for c in table.column_names if c != key and c in existing.column_names]
     if shared and not allow_overwrite:
         raise NamespaceError(f"Columns already exist in {path.name}: {shared}.",
-                             hint="Pass allow_overwrite=True / --allow-overwrite to replace them.")
+                             **option_hint("Pass {} to replace them.", "allow_overwrite"))
     return existing
 
 
@@ -347,7 +348,7 @@ def check_part_key(ds, ns: str, key: str) -> None:
     src = find_overlay(ds.paths, ns)
     if src is not None and src.key and src.key != key:
         raise SchemaError(f"Overlay {ns!r} is keyed by {src.key!r}; cannot add a part keyed by {key!r} (M3).",
-                          hint=f"Write with key={src.key!r}.")
+                          **option_hint("Write with {}.", "key", src.key))
 
 
 def stage_create(ds, ns: str, table: pa.Table, meta: dict[str, str]) -> Path:

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from ..contract import STATE_COLUMNS, STATE_DESCRIPTION, STATE_NS, STATE_OWNER
-from ..errors import NamespaceError, SchemaError
+from ..errors import NamespaceError, SchemaError, option_hint
 from ..layout import check_namespace_name, registry_lock_path, registry_path
 from ..storage.atomic import write_bytes
 from ..storage.locks import file_lock
@@ -207,7 +207,7 @@ def register_namespace(root, namespace: str, columns, owner=None, description=No
     def change(reg: Registry) -> bool:
         if namespace in reg and not overwrite:
             raise SchemaError(f"Namespace {namespace!r} already registered. Use --overwrite to replace it.",
-                              hint="Pass overwrite=True / --overwrite.")
+                              **option_hint("Pass {} to replace the entry.", "overwrite"))
         reg[namespace] = _new_entry(namespace, cols, owner, description)
         return True
 
