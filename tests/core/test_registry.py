@@ -668,3 +668,115 @@ def test_A5_registry_writes_wait_for_the_registry_lock(root):
     assert registry_hash(root) == MOCK_HASH
     assert sorted(p.name for p in root.iterdir()) == [".registry.lock", "registry.yaml"]
     assert (root / ".registry.lock").read_text().strip() == str(os.getpid())
+
+
+# ---------------------------------------------------------------- issue 13 item 7: hostile registry files
+
+import time  # noqa: E402
+
+MOCK_ENTRY = "  mock:\n    columns:\n    - name: mock__score\n      type: float64\n"
+
+
+def _laughs(levels: int = 9, width: int = 9) -> str:
+    """A classic billion-laughs anchor chain; the last anchor expands to width**levels strings."""
+    lines = ["    laugh0: &l0 [lol]"]
+    for i in range(1, levels):
+        lines.append(f"    laugh{i}: &l{i} [{', '.join(['*l' + str(i - 1)] * width)}]")
+    return "\n".join(lines)
+
+
+HOSTILE_REGISTRIES = {
+    "alias-bomb-description": f"x:\n{_laughs()}\nnamespaces:\n{MOCK_ENTRY}    description: *l8\n    owner: null\n",
+    "alias-bomb-owner": f"x:\n{_laughs()}\nnamespaces:\n{MOCK_ENTRY}    owner: *l8\n",
+    "plain-alias": "namespaces:\n  mock: &m\n    columns:\n    - name: mock__score\n      type: float64\n"
+                   "  gc: *m\n",
+    "anchor-only": f"namespaces:\n  mock:\n    columns: &cols\n    - name: mock__score\n      type: float64\n",
+    "merge-key-inline": f"namespaces:\n{MOCK_ENTRY}    <<: {{owner: alice}}\n",
+    "tag-python": f"namespaces:\n{MOCK_ENTRY}    owner: !!python/object/apply:os.system [echo hi]\n",
+    "tag-binary": f"namespaces:\n{MOCK_ENTRY}    owner: !!binary aGk=\n",
+    "tag-set": f"namespaces:\n{MOCK_ENTRY}    owner: !!set {{a, b}}\n",
+    "tag-local": f"namespaces:\n{MOCK_ENTRY}    owner: !mine x\n",
+    "deep-flow": f"namespaces:\n{MOCK_ENTRY}    description: {'[' * 5000}{']' * 5000}\n",
+    "deep-block": "namespaces:\n" + "".join("  " * i + f"k{i}:\n" for i in range(1, 60)) + "  " * 60 + "v: 1\n",
+    "huge-scalar": f"namespaces:\n{MOCK_ENTRY}    description: {'x' * (200 << 10)}\n",
+    "huge-file": "# " + "padding " * (700 << 10) + f"\nnamespaces:\n{MOCK_ENTRY}",
+    "type-nested-3000": f"namespaces:\n  mock:\n    columns:\n    - name: mock__x\n      type: "
+                        f"{'list<' * 3000}int8{'>' * 3000}\n",
+    "type-fixed-size-huge": "namespaces:\n  mock:\n    columns:\n    - name: mock__x\n      type: "
+                            "fixed_size_list<int8>[999999999999]\n",
+    "description-mapping": f"namespaces:\n{MOCK_ENTRY}    description: {{a: 1}}\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_REGISTRIES))
+def test_R1_hostile_registry_refused_fast_before_building(root, name):
+    """[R1] [R6] issue 13 item 7: aliases/anchors, merge keys, tags, deep nesting, huge scalars and files,
+    and types past the grammar's bounds are a SchemaError naming the problem, raised before anything is built
+    (the alias bomb took 19-65 s, then MemoryError; the nested type a RecursionError, the huge size an
+    OverflowError)."""
+    registry_path(root).write_text(HOSTILE_REGISTRIES[name], encoding="utf-8")
+    t0 = time.perf_counter()
+    with pytest.raises(SchemaError) as ei:
+        load_registry(root)
+    elapsed = time.perf_counter() - t0
+    assert elapsed < 10, f"{name}: {elapsed:.2f}s"  # a generous guard; the real figure is in the CLI test
+    assert ei.value.hint and str(root) in str(ei.value)
+
+
+def test_R1_plain_registry_with_lookalike_text_loads(root):
+    """[R1] refusing YAML features is not refusing text: quoted '<<', '&', '*' and '!' in values load fine."""
+    text = ("namespaces:\n  mock:\n    columns:\n    - name: mock__score\n      type: float64\n"
+            "    description: '<< & * ! not YAML syntax here'\n    owner: \"*alice*\"\n" + STATE_YAML)
+    registry_path(root).write_text(text, encoding="utf-8")
+    reg = load_registry(root)
+    assert reg["mock"]["description"] == "<< & * ! not YAML syntax here" and reg["mock"]["owner"] == "*alice*"
+
+
+@pytest.mark.parametrize("bad", ["list<" * 3000 + "int8" + ">" * 3000, "fixed_size_list<int8>[999999999999]",
+                                 "fixed_size_list<int8>[" + "9" * 400 + "]", "fixed_size_list<int8>[2147483648]",
+                                 "struct<" + ",".join(f"f{i}:int8" for i in range(1000)) + ">",
+                                 "list<" * 33 + "int8" + ">" * 33, "list<int8", "list<int8>>"])
+def test_R6_type_parser_bounds(bad):
+    """[R6] the type parser bounds depth (32), length (4096) and fixed sizes (int32): a clear SchemaError, never
+    RecursionError / OverflowError."""
+    with pytest.raises(SchemaError) as ei:
+        parse_type(bad)
+    assert ei.value.hint
+    with pytest.raises(SchemaError):
+        parse_columns_spec(f"mock__x:{bad}")
+
+
+def test_R6_bounds_keep_real_types():
+    """[R6] the bounds leave room for real nested types."""
+    deep = "list<" * 32 + "int8" + ">" * 32
+    assert canonicalize_type_string(deep) == deep
+    assert parse_type("fixed_size_list<float32>[2147483647]") == pa.list_(pa.float32(), 2**31 - 1)
+
+
+def test_R10_registration_refuses_hostile_type_and_head_keeps_working(make_ds, root):
+    """[R10] [R6] issue 13 item 7: such a type is refused at registration, the registry is unchanged and reads of
+    datasets with overlays keep working (before: once registered, head failed on every dataset)."""
+    ds = make_ds()
+    ds.write_overlay("mock", pa.table({"id": [r["id"] for r in ds.head(2).to_pylist()],
+                                       "mock__score": [1.0, 2.0], "mock__label": ["a", "b"]}))
+    before = registry_path(root).read_bytes()
+    for bad in ("list<" * 3000 + "int8" + ">" * 3000, "fixed_size_list<int8>[999999999999]"):
+        with pytest.raises(SchemaError):
+            register_namespace(root, "evil", f"evil__x:{bad}")
+        with pytest.raises(SchemaError):
+            ensure_registry_entries(root, {"evil": {"columns": f"evil__x:{bad}"}})
+    assert registry_path(root).read_bytes() == before
+    assert ds.head(2, columns=["id", "mock__score"]).num_rows == 2
+
+
+def test_R1_load_registry_is_not_cached(root):
+    """Issue 10 item 3: no module-level registry cache: an edit with the same size, inode and mtime is seen."""
+    register_namespace(root, "mock", "mock__score:float64")
+    path = registry_path(root)
+    st = path.stat()
+    assert load_registry(root)["mock"]["owner"] is None
+    text = path.read_text().replace("owner: null", "owner: abcd")
+    with open(path, "r+", encoding="utf-8") as fh:  # same inode, same size
+        fh.write(text)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert load_registry(root)["mock"]["owner"] == "abcd"

@@ -22,7 +22,7 @@ def state_entry() -> dict:
             "owner": STATE_OWNER, "description": STATE_DESCRIPTION}
 
 
-def _check_columns(ns: str, columns, *, canonicalize: bool) -> list[dict]:
+def _check_columns(ns: str, columns, *, canonicalize: bool, source: str | None = None) -> list[dict]:
     if not isinstance(columns, list):
         raise SchemaError(f"Registry namespace {ns!r}: 'columns' must be a list.",
                           hint="Write columns as a YAML list of {name, type} mappings.")
@@ -41,7 +41,11 @@ def _check_columns(ns: str, columns, *, canonicalize: bool) -> list[dict]:
         if name in seen:
             raise SchemaError(f"Column {name!r} appears twice in namespace {ns!r}.", hint="Column names must be unique.")
         seen.add(name)
-        typ = canonicalize_type_string(typ) if canonicalize else (parse_type(typ) and typ)
+        try:
+            typ = canonicalize_type_string(typ) if canonicalize else (parse_type(typ) and typ)
+        except SchemaError as exc:
+            where = f"{source}: " if source else ""
+            raise SchemaError(f"{where}column {name!r} of namespace {ns!r}: {exc}", hint=exc.hint) from None
         out.append({"name": name, "type": typ})
     return out
 
@@ -74,8 +78,12 @@ def parse_registry(data, source: str = "registry.yaml") -> Registry:
                 check_namespace_name(ns)
             except NamespaceError as exc:  # R1: every load error is a SchemaError
                 raise SchemaError(f"{source}: {exc}", hint=exc.hint) from None
-        cols = _check_columns(ns, entry.get("columns"), canonicalize=False)
+        cols = _check_columns(ns, entry.get("columns"), canonicalize=False, source=source)
         owner, desc = entry.get("owner"), entry.get("description")
+        for field, value in (("owner", owner), ("description", desc)):
+            if isinstance(value, (dict, list)):
+                raise SchemaError(f"{source}: namespace {ns!r} {field} must be a string or null, not a "
+                                  f"{type(value).__name__}.", hint=f"Write {field}: <text> or {field}: null.")
         reg[ns] = {"columns": cols, "owner": None if owner is None else str(owner),
                    "description": None if desc is None else str(desc)}
     if STATE_NS not in reg:
@@ -86,54 +94,100 @@ def parse_registry(data, source: str = "registry.yaml") -> Registry:
 
 
 _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present; both are safe loaders
-_CACHE: dict[str, tuple[tuple, Registry]] = {}
+
+# Bounds checked on the parser's event stream BEFORE any object is built (issue 13 item 7: a 1 KB file of
+# aliases expanded to gigabytes). A registry is small and shallow: namespaces > ns > columns > [ {name, type} ].
+MAX_REGISTRY_BYTES = 4 << 20
+MAX_YAML_DEPTH = 16
+MAX_SCALAR_CHARS = 64 << 10
+MAX_YAML_NODES = 1_000_000
 
 
-def safe_load_yaml(text: str):
-    return yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a safe loader
+def _refuse_yaml(source: str, what: str, mark=None) -> SchemaError:
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    return SchemaError(f"{source}: {what}{where}; refused before loading anything.",
+                       hint="Write registry.yaml as plain YAML (`usr namespace register` writes it for you): no "
+                            "anchors (&), aliases (*), merge keys (<<) or tags (!), nesting and sizes within "
+                            "bounds.")
+
+
+def _check_yaml_events(text: str, source: str) -> None:
+    """Refuse anchors, aliases, merge keys, explicit tags, deep nesting and huge scalars (streamed events)."""
+    depth = nodes = 0
+    try:
+        for event in yaml.parse(text, Loader=_SafeLoader):
+            if isinstance(event, yaml.AliasEvent):
+                raise _refuse_yaml(source, f"YAML alias *{event.anchor}", event.start_mark)
+            if not isinstance(event, yaml.NodeEvent):
+                if isinstance(event, yaml.CollectionEndEvent):
+                    depth -= 1
+                continue
+            nodes += 1
+            if nodes > MAX_YAML_NODES:
+                raise _refuse_yaml(source, f"more than {MAX_YAML_NODES} YAML nodes", event.start_mark)
+            if event.anchor is not None:
+                raise _refuse_yaml(source, f"YAML anchor &{event.anchor}", event.start_mark)
+            explicit = event.tag is not None and not (isinstance(event, yaml.ScalarEvent) and event.implicit[0]) \
+                and not (isinstance(event, yaml.CollectionStartEvent) and event.implicit)
+            if explicit:
+                raise _refuse_yaml(source, f"YAML tag {event.tag}", event.start_mark)
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_YAML_DEPTH:
+                    raise _refuse_yaml(source, f"YAML nested deeper than {MAX_YAML_DEPTH} levels", event.start_mark)
+            elif isinstance(event, yaml.ScalarEvent):
+                if len(event.value) > MAX_SCALAR_CHARS:
+                    raise _refuse_yaml(source, f"a YAML value of {len(event.value)} characters (limit "
+                                               f"{MAX_SCALAR_CHARS})", event.start_mark)
+                if event.value == "<<" and event.style is None:
+                    raise _refuse_yaml(source, "YAML merge key <<", event.start_mark)
+    except yaml.YAMLError as exc:
+        raise SchemaError(f"{source} is not valid YAML: {exc}", hint="Fix the YAML syntax.") from None
+
+
+def safe_load_yaml(text: str, source: str = "registry.yaml"):
+    """Parse registry YAML: bounded size, no anchors/aliases/merge keys/tags, bounded depth (SchemaError)."""
+    if len(text) > MAX_REGISTRY_BYTES:
+        raise _refuse_yaml(source, f"{len(text)} characters (limit {MAX_REGISTRY_BYTES})")
+    _check_yaml_events(text, source)
+    try:
+        return yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a safe loader, on checked input
+    except yaml.YAMLError as exc:
+        raise SchemaError(f"{source} is not valid YAML: {exc}", hint="Fix the YAML syntax.") from None
+
+
+def _read_registry_text(path: Path) -> str:
+    """The file's text, reading at most MAX_REGISTRY_BYTES + 1 bytes (a huge file is refused unread)."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_REGISTRY_BYTES + 1)
+    except OSError as exc:
+        failure = environment_failure(exc, f"Cannot read {path}")
+        if failure is None:
+            raise
+        raise failure from exc
+    if len(data) > MAX_REGISTRY_BYTES:
+        raise _refuse_yaml(str(path), f"more than {MAX_REGISTRY_BYTES} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SchemaError(f"{path} is not UTF-8 text: {exc}", hint="Save registry.yaml as UTF-8.") from None
 
 
 def load_registry(root, required: bool = True) -> Registry | None:
-    """Load and check registry.yaml; parsed results are cached per (inode, mtime, size)."""
+    """Load and check `<root>/registry.yaml` (R1); None when absent and not required. Not cached: a caller that
+    needs it several times (a transaction, a reader) keeps the returned mapping for its own lifetime."""
     path = registry_path(Path(root))
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        st = None
-    if st is None or not path.is_file():
+    if not path.is_file():
         if required:
             raise SchemaError(f"Registry required: {path} not found.",
                               hint="Create it with `usr namespace register NAME --columns ...`.")
         return None
-    stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
-    hit = _CACHE.get(str(path))
-    if hit is not None and hit[0] == stamp:
-        return copy.deepcopy(hit[1])
-    try:
-        data = safe_load_yaml(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise SchemaError(f"{path} is not valid YAML: {exc}", hint="Fix the YAML syntax.") from exc
-    reg = parse_registry(data, str(path))
-    _CACHE[str(path)] = (stamp, copy.deepcopy(reg))
-    return reg
-
-
-_DUMPS: dict[str, str] = {}  # JSON form -> safe_dump text: a write hashes the same registry several times
+    return parse_registry(safe_load_yaml(_read_registry_text(path), str(path)), str(path))
 
 
 def _safe_dump(payload: dict) -> str:
-    import json
-
-    try:
-        probe = json.dumps(payload, sort_keys=True)
-    except (TypeError, ValueError):  # values JSON cannot tell apart: no caching
-        return yaml.safe_dump(payload, sort_keys=True)
-    text = _DUMPS.get(probe)
-    if text is None:
-        if len(_DUMPS) > 64:
-            _DUMPS.clear()
-        text = _DUMPS[probe] = yaml.safe_dump(payload, sort_keys=True)
-    return text
+    return yaml.safe_dump(payload, sort_keys=True)
 
 
 def canonical_bytes(reg: Registry) -> bytes:
@@ -272,5 +326,4 @@ def write_freeze_file(freeze_path: Path, reg: Registry) -> bool:
 
 
 def load_frozen(freeze_path: Path) -> Registry:
-    data = safe_load_yaml(freeze_path.read_text(encoding="utf-8"))
-    return parse_registry(data, str(freeze_path))
+    return parse_registry(safe_load_yaml(_read_registry_text(freeze_path), str(freeze_path)), str(freeze_path))

@@ -35,20 +35,56 @@ def split_depth0(text: str, sep: str = ",") -> list[str]:
     return out
 
 
+# Bounds of the grammar (issue 13 item 7): checked before parsing, so no input reaches a RecursionError,
+# an OverflowError or a type too large to build.
+MAX_TYPE_CHARS = 4096
+MAX_TYPE_DEPTH = 32
+MAX_FIXED_SIZE = 2**31 - 1  # Arrow's fixed_size_list size is an int32
+
+
+def _check_bounds(text: str) -> None:
+    if len(text) > MAX_TYPE_CHARS:
+        raise SchemaError(f"Unsupported type of {len(text)} characters (limit {MAX_TYPE_CHARS}): {text[:60]!r}...",
+                          hint=_HINT)
+    depth = deepest = 0
+    for ch in text:
+        if ch in "<[":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in ">]":
+            depth -= 1
+            if depth < 0:
+                break
+    if deepest > MAX_TYPE_DEPTH:
+        raise SchemaError(f"Unsupported type {text[:60]!r}...: nested {deepest} levels deep (limit "
+                          f"{MAX_TYPE_DEPTH}).", hint=_HINT)
+    if depth != 0:
+        raise SchemaError(f"Unsupported type {text[:80]!r}: unbalanced <> or [].", hint=_HINT)
+
+
 def parse_type(text: str) -> pa.DataType:
-    """R6 type string -> Arrow type; SchemaError on anything outside the grammar."""
+    """R6 type string -> Arrow type; SchemaError on anything outside the grammar or its bounds."""
+    if not isinstance(text, str):
+        raise SchemaError(f"Unsupported type {text!r}: a type is a string.", hint=_HINT)
+    _check_bounds(text)
+    return _parse(text)
+
+
+def _parse(text: str) -> pa.DataType:
     s = (text or "").strip()
     if s in _SCALARS:
         return _SCALARS[s]
     m = re.fullmatch(r"list<(.+)>", s)
     if m:
-        return pa.list_(parse_type(m.group(1)))
+        return pa.list_(_parse(m.group(1)))
     m = re.fullmatch(r"fixed_size_list<(.+)>\[\s*(\d+)\s*\]", s)
     if m:
-        n = int(m.group(2))
-        if n <= 0:
-            raise SchemaError(f"Unsupported type {text!r}: fixed_size_list size must be > 0.", hint=_HINT)
-        return pa.list_(parse_type(m.group(1)), n)
+        digits = m.group(2)
+        n = int(digits) if len(digits) <= 12 else MAX_FIXED_SIZE + 1
+        if not 0 < n <= MAX_FIXED_SIZE:
+            raise SchemaError(f"Unsupported type {text[:80]!r}: fixed_size_list size must be 1..{MAX_FIXED_SIZE}.",
+                              hint=_HINT)
+        return pa.list_(_parse(m.group(1)), n)
     m = re.fullmatch(r"struct<(.+)>", s)
     if m:
         fields = []
@@ -56,7 +92,7 @@ def parse_type(text: str) -> pa.DataType:
             name, sep, typ = item.partition(":")
             if not sep or not name.strip() or not typ.strip():
                 raise SchemaError(f"Unsupported type {text!r}: struct fields are name:type.", hint=_HINT)
-            fields.append(pa.field(name.strip(), parse_type(typ)))
+            fields.append(pa.field(name.strip(), _parse(typ)))
         return pa.struct(fields)
     m = re.fullmatch(r"timestamp\[\s*([a-z]+)\s*(?:,\s*(\S(?:.*?\S)?)\s*)?\]", s)
     if m and m.group(1) in _UNITS:
