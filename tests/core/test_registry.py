@@ -780,3 +780,31 @@ def test_R1_load_registry_is_not_cached(root):
         fh.write(text)
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert load_registry(root)["mock"]["owner"] == "abcd"
+
+
+def test_R8_fast_canonical_dump_matches_pure_pyyaml():
+    """[R8] the libyaml fast path of the canonical form writes exactly PyYAML's pure safe_dump bytes: random
+    registries of short ASCII text (every printable character, YAML look-alikes such as 'yes', '~', '- a')."""
+    import random
+    import string
+
+    from usr_core.registry.registry import _safe_dump
+
+    specials = ["yes", "no", "null", "~", "1.0", "0x1", "1e3", "-", "? a", "- a", "a: b", "#x", "'q'", '"q"', "",
+                " ", "a ", " a", "2020-01-01", "<<", "=", "!a", "&a", "*a", "%a", "@a", "`a", "|", "> a", "[a]",
+                "{a}", "a,b", "a #b", "NaN", ".inf", "0o7", "+1", "1_000", "True", "OFF", "y", "x" * 50]
+    rnd = random.Random(13)
+
+    def text():
+        return rnd.choice([None, "".join(rnd.choice(string.printable) for _ in range(rnd.randint(0, 50))),
+                           rnd.choice(specials)])
+
+    for _ in range(400):
+        payload = {"namespaces": {f"ns{j}": {"owner": text(), "description": text(),
+                                             "columns": [{"name": f"ns{j}__c{k}", "type": rnd.choice(
+                                                 ["float64", "list<string>", "struct<a:int8,b:string>",
+                                                  "timestamp[ns, Europe/Berlin]"])} for k in range(3)]}
+                                  for j in range(3)}}
+        assert _safe_dump(payload) == yaml.safe_dump(payload, sort_keys=True)
+    long = {"namespaces": {"a": {"description": "ä" + "word " * 40, "owner": None, "columns": []}}}
+    assert _safe_dump(long) == yaml.safe_dump(long, sort_keys=True)
