@@ -8,13 +8,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .base import check_essentials
-from .contract import (ARROW_SCHEMA, META_NAMESPACE_CONTRACT_HASH, META_OVERLAY_KEY, META_REGISTRY_HASH,
-                       RESERVED_NAMESPACES, TOMBSTONE_NS, TOMBSTONE_SCHEMA)
-from .errors import DuplicateIDError, NamespaceError, SchemaError, SequencesError
+from .contract import (ARROW_SCHEMA, META_NAMESPACE_CONTRACT_HASH, META_REGISTRY_HASH, RESERVED_NAMESPACES,
+                       TOMBSTONE_NS)
+from .errors import DuplicateIDError, NamespaceError, RegistryMismatchError, SchemaError, SequencesError
 from .identity import PY_WHITESPACE, check_columns, compute_ids
-from .overlays.checks import check_conformance
+from .overlays.checks import (check_conformance, check_sequence_keys, check_source, check_tombstone_schema,
+                              duplicate_part_keys, future_parts, require_key)
 from .overlays.discovery import OverlaySource, discover_overlays, file_metadata
-from .overlays.keys import check_key_name
+from .read import base_schema
 from .registry.registry import hash_registry, load_frozen, load_registry, namespace_contract_hash
 from .registry.types import canonical_type
 
@@ -58,64 +59,69 @@ def candidates(ds, mode: str, base_meta: dict) -> list[Candidate]:
     return out
 
 
-def _overlay_against(src: OverlaySource, cand: Candidate, namespace_mode: bool) -> str | None:
-    """None when the overlay passes V2 against `cand`, else the failure message."""
+def _overlay_against(src: OverlaySource, cand: Candidate, namespace_mode: bool) -> SchemaError | None:
+    """None when the overlay passes V2 against `cand`, else the failure."""
     ns = src.namespace
     if namespace_mode:
         if ns in RESERVED_NAMESPACES:
             return None
         field = META_NAMESPACE_CONTRACT_HASH
         if ns not in cand.registry:
-            return f"Overlay {src.path}: namespace {ns!r} is not in the {cand.label} registry"
+            return SchemaError(f"Overlay {src.path}: namespace {ns!r} is not in the {cand.label} registry")
         allowed = namespace_contract_hash(cand.registry, ns)
     else:
         field, allowed = META_REGISTRY_HASH, cand.hash
     got = src.first.meta.get(field)
     if not got:
-        return f"Overlay missing {field} metadata ({src.path})"
+        return SchemaError(f"Overlay missing {field} metadata ({src.path})")
     if got != allowed:
-        return f"Overlay {field} mismatch for {src.path}: {got} not in [{allowed}]"
+        return _mismatch(src, field, got, [allowed])
     if ns not in RESERVED_NAMESPACES:
         try:
             check_conformance(src, cand.registry)
         except SchemaError as exc:
-            return str(exc)
+            return exc
     return None
+
+
+def _mismatch(src: OverlaySource, field: str, got: str, allowed: list[str]) -> RegistryMismatchError:
+    return RegistryMismatchError(f"Overlay {field} mismatch for {src.path}: {got} not in [{', '.join(allowed)}]",
+                                 field=field, path=src.path, got=got, allowed=allowed)
 
 
 def check_overlay(src: OverlaySource, cands: list[Candidate], namespace_mode: bool) -> None:
     """V2: key metadata, then the hash check, then conformance (`usr` skips conformance)."""
-    key = src.first.meta.get(META_OVERLAY_KEY)
-    if not key:
-        raise SchemaError(f"Overlay missing {META_OVERLAY_KEY} metadata ({src.path}).",
-                          hint="Run overlay-refresh-metadata (compact) or rewrite the overlay.")
-    check_key_name(key)
-    for part in src.parts:
-        if part.schema.get_field_index(key) < 0:
-            raise SchemaError(f"Overlay {part.path} has no key column {key!r}.", hint="Rewrite the overlay.")
-    failures = [(c, _overlay_against(src, c, namespace_mode)) for c in cands]
-    if any(msg is None for _, msg in failures):
+    require_key(src, "V2")
+    failures = [_overlay_against(src, c, namespace_mode) for c in cands]
+    if any(exc is None for exc in failures):
         return
-    field = META_NAMESPACE_CONTRACT_HASH if namespace_mode else META_REGISTRY_HASH
-    mismatches = [m for _, m in failures if " mismatch for " in m]
-    if len(mismatches) == len(failures) and len(failures) > 1:
-        got = src.first.meta.get(field)
-        allowed = [namespace_contract_hash(c.registry, src.namespace) if namespace_mode else c.hash for c in cands]
-        msg = f"Overlay {field} mismatch for {src.path}: {got} not in [{', '.join(allowed)}]"
+    mismatches = [e for e in failures if isinstance(e, RegistryMismatchError)]
+    if len(mismatches) == len(failures) > 1:
+        exc = _mismatch(src, mismatches[0].field, mismatches[0].got, [a for e in mismatches for a in e.allowed])
     else:
-        msg = next((m for _, m in failures if " mismatch for " not in m), failures[0][1])
-    raise SchemaError(msg, hint="Refresh the overlay (usr maintenance overlay-refresh-metadata), compact its parts, "
-                                "or validate with --registry-mode namespace-current if only other namespaces changed.")
+        exc = next((e for e in failures if not isinstance(e, RegistryMismatchError)), failures[0])
+    exc.hint = ("Refresh the overlay (usr maintenance overlay-refresh-metadata), compact its parts, "
+                "or validate with --registry-mode namespace-current if only other namespaces changed.")
+    raise exc
 
 
-def _check_tombstones(src: OverlaySource) -> None:
-    """V1.3: T1 columns and types."""
-    types = {f.name: f.type for f in src.first.schema}
-    for f in TOMBSTONE_SCHEMA:
-        if types.get(f.name) != f.type:
-            got = types.get(f.name, "missing")
-            raise SchemaError(f"Tombstone overlay {src.path}: column {f.name} is {got}, expected {f.type} (T1).",
-                              hint="Restore _derived/usr.parquet from a backup or rewrite it with delete/restore.")
+def check_as_reader(ds, src: OverlaySource) -> None:
+    """The checks a read makes on this overlay's files (overlays.checks.check_source: reserved files,
+    key, created_at stamps, one type per column, T1), plus what a read finds only while merging: keys
+    repeated within a part (O8) and O3 for sequence keys.  Parts dated in the future fail too: they
+    would outrank every later write (O9)."""
+    check_source(src, ds.paths, None)
+    dup = duplicate_part_keys(src)
+    if dup is not None:
+        raise SchemaError(f"Overlay {dup[0]} has duplicate keys: {dup[1]} (O8).",
+                          hint="Each key may appear once per overlay file; remove or rewrite that file.")
+    future = future_parts(src)
+    if future:
+        raise SchemaError(f"Overlay {src.namespace!r} has parts dated in the future: {[str(p) for p in future]} "
+                          "(O9: they outrank every later write).",
+                          hint="Check the writer's clock; rewrite the values in a new part and remove those parts.")
+    if src.key not in ("id", None):
+        check_sequence_keys(ds.paths, src.key)
 
 
 def _strict_reason(groups: dict, cand: Candidate, base_hash, namespace_mode: bool) -> str | None:
@@ -200,8 +206,7 @@ def _rows(mask, offset: int) -> str:
 def validate(ds, strict: bool = False, registry_mode: str = "current") -> None:
     if registry_mode not in MODES:
         raise SchemaError(f"Unknown registry mode {registry_mode!r}.", hint=f"Use one of: {', '.join(MODES)}.")
-    ds._require()
-    schema = pq.read_schema(ds.records_path)
+    schema = base_schema(ds.paths)  # not initialized -> SequencesError; unreadable footer -> SchemaError
     base_meta = file_metadata(schema)
     check_essentials(schema, ds.records_path)  # V1.1
     for f in schema:  # V1.2
@@ -214,11 +219,12 @@ def validate(ds, strict: bool = False, registry_mode: str = "current") -> None:
     sources = discover_overlays(ds.paths)
     for src in sources:  # V1.3
         if src.namespace == TOMBSTONE_NS:
-            _check_tombstones(src)
+            check_tombstone_schema(src)
     namespace_mode = registry_mode.startswith("namespace-")
     cands = candidates(ds, registry_mode, base_meta)
     for src in sources:  # V1.4
         check_overlay(src, cands, namespace_mode)
+        check_as_reader(ds, src)
     if strict:  # V1.5
         check_strict(schema, base_meta, cands, namespace_mode)
     check_rows(ds)  # V1.6

@@ -119,8 +119,9 @@ def test_O6_part_write_file_layout(big):
     keys = [ids[i] for i in pick]
     t = pa.table({"id": keys, "w__a": pa.array(rng.random(len(keys)), mask=rng.random(len(keys)) < 0.1),
                   "w__b": rng.random(len(keys)), "w__label": [f"l{i % 3}" for i in range(len(keys))]})
-    assert ds.write_overlay_part("w", t) == len(keys)
-    part = ds.last_part_path
+    written = ds.write_part("w", t)
+    assert written.rows == len(keys)
+    part = written.path
     pf = pq.ParquetFile(part)
     assert pf.schema_arrow.metadata[META_KEYS_CLUSTERED.encode()] == b"prefix8"
     md = pf.metadata
@@ -145,8 +146,9 @@ def test_O6_part_write_missing_keys(big):
     with pytest.raises(SchemaError, match="2 key"):
         ds.write_overlay_part("w", t)
     assert tree_digest(ds.dir) == before
-    assert ds.write_overlay_part("w", t, allow_missing=True) == 100
-    assert pq.read_table(ds.last_part_path)["id"].to_pylist() == sorted(ids[:100], key=lambda k: k[:8])
+    written = ds.write_part("w", t, allow_missing=True)
+    assert written.rows == 100
+    assert pq.read_table(written.path)["id"].to_pylist() == sorted(ids[:100], key=lambda k: k[:8])
     ev = json.loads(ds.events_path.read_text().splitlines()[-1])
     assert ev["args"]["rows_missing"] == 2 and ev["metrics"]["rows_written"] == 100
 

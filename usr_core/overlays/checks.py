@@ -13,13 +13,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..contract import (MUTATION_RESERVED_NAMESPACES, RESERVED_NAMESPACES, TOMBSTONE_NS, TOMBSTONE_SCHEMA,
-                        utcnow)
+from ..contract import RESERVED_NAMESPACES, TOMBSTONE_NS, TOMBSTONE_SCHEMA, utcnow
 from ..errors import SchemaError
 from ..layout import DatasetPaths
 from ..registry.registry import Registry
 from ..registry.types import conforms
-from .discovery import OverlaySource, SourceKind
+from .discovery import OverlaySource
 from .keymatch import duplicate_keys
 from .keys import check_key_name, normalize_keys
 
@@ -30,8 +29,8 @@ def require_key(src: OverlaySource, rule: str = "O11") -> str:
     """The overlay's key (metadata `usr:overlay_key`, M2/M3): present, supported, a column of every part."""
     key = src.key
     if not key:
-        raise SchemaError(f"Overlay {src.path} is missing usr:overlay_key metadata ({rule}).",
-                          hint="Rewrite the overlay with USR or run overlay-refresh-metadata.")
+        raise SchemaError(f"Overlay missing usr:overlay_key metadata ({src.path}) ({rule}).",
+                          hint="Run overlay-refresh-metadata (compact file), or rewrite the overlay with USR.")
     check_key_name(key)
     for part in src.parts:
         if part.schema.get_field_index(key) < 0:
@@ -67,20 +66,6 @@ def future_parts(src: OverlaySource, slack: _dt.timedelta = _dt.timedelta(minute
     """Parts dated after now (+ slack for clock skew between writers): they outrank every later write."""
     limit = utcnow() + slack
     return [p.path for p in src.parts if p.created_at and parse_created_at(p.created_at, p.path) > limit]
-
-
-def check_reserved_source(src: OverlaySource, paths: DatasetPaths) -> None:
-    """Only `_derived/usr.parquet` holds tombstones and only `_derived/usr_state.parquet` holds state
-    (T1, U1): a reserved namespace claimed by any other file or folder is refused, never obeyed."""
-    ns = src.namespace
-    stem = src.path.name[: -len(".parquet")] if src.kind is SourceKind.COMPACT else src.path.name
-    if ns in MUTATION_RESERVED_NAMESPACES and (src.kind is not SourceKind.COMPACT or stem != ns):
-        raise SchemaError(f"{src.path} claims the reserved namespace {ns!r}; only {paths.compact_overlay(ns)} "
-                          "may hold it (T1, U1).",
-                          hint=f"Remove {src.path} (it was not written by USR), then read again.")
-    if stem in MUTATION_RESERVED_NAMESPACES and ns != stem:
-        raise SchemaError(f"{src.path} is the reserved {stem!r} file but says namespace {ns!r} (T1, U1).",
-                          hint=f"Restore {src.path} from a backup or remove it.")
 
 
 def check_tombstone_schema(src: OverlaySource) -> None:
@@ -131,10 +116,9 @@ def check_conformance(src: OverlaySource, reg: Registry) -> None:
 
 
 def check_source(src: OverlaySource, paths: DatasetPaths, reg: Registry | None) -> None:
-    """Everything a reader checks on an overlay before reading its rows: the reserved-file rule, key
-    metadata (O11), created_at (O8, M4), one type per column (O8), T1 for tombstones, and conformance
+    """Everything a reader checks on an overlay before reading its rows (discovery already applied the
+    reserved-file rule): key metadata (O11), created_at (O8, M4), one type per column (O8), T1 for tombstones, and conformance
     to `reg` for the other namespaces (O11; `reg` None skips it)."""
-    check_reserved_source(src, paths)
     require_key(src)
     check_created_at(src)
     unify_types(src, src.data_columns())

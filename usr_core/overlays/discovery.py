@@ -2,7 +2,9 @@
 
 A namespace's overlay is a compact file `_derived/<ns>.parquet` or a parts directory
 `_derived/<ns>/part-*.parquet` (L7: not both, except a finished compaction whose parts await deletion).
-Only footers are read here.
+Reserved namespaces (tombstones `usr`, state `usr_state`) come only from their own compact file: a
+file or folder that claims one by its metadata is refused (T1, U1), never obeyed.  Only footers are
+read here.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..contract import (META_NAMESPACE_CONTRACT_HASH, META_OVERLAY_CREATED_AT, META_OVERLAY_KEY,
-                        META_OVERLAY_NAMESPACE, META_REGISTRY_HASH, stamp)
+                        META_OVERLAY_NAMESPACE, META_REGISTRY_HASH, MUTATION_RESERVED_NAMESPACES, stamp)
 from ..errors import SchemaError
 from ..layout import PART_GLOB, DatasetPaths
 
@@ -157,6 +159,20 @@ def _source_at(derived: Path, entry: Path, namespaces) -> OverlaySource | None:
     return None
 
 
+def check_reserved_source(src: OverlaySource, paths: DatasetPaths) -> None:
+    """Only `_derived/usr.parquet` holds tombstones and only `_derived/usr_state.parquet` holds state
+    (T1, U1): a reserved namespace claimed by any other file or folder is refused, never obeyed."""
+    ns = src.namespace
+    stem = src.path.name[: -len(".parquet")] if src.kind is SourceKind.COMPACT else src.path.name
+    if ns in MUTATION_RESERVED_NAMESPACES and (src.kind is not SourceKind.COMPACT or stem != ns):
+        raise SchemaError(f"{src.path} claims the reserved namespace {ns!r}; only {paths.compact_overlay(ns)} "
+                          "may hold it (T1, U1).",
+                          hint=f"Remove {src.path} (it was not written by USR), then read again.")
+    if stem in MUTATION_RESERVED_NAMESPACES and ns != stem:
+        raise SchemaError(f"{src.path} is the reserved {stem!r} file but says namespace {ns!r} (T1, U1).",
+                          hint=f"Restore {src.path} from a backup or remove it.")
+
+
 def discover_overlays(paths: DatasetPaths, namespaces=None) -> list[OverlaySource]:
     """L8 (sorted by name), enforcing L7 (one source per namespace) except for finished compactions.
 
@@ -172,6 +188,7 @@ def discover_overlays(paths: DatasetPaths, namespaces=None) -> list[OverlaySourc
         src = _source_at(derived, entry, namespaces)
         if src is None:
             continue
+        check_reserved_source(src, paths)
         ns = src.namespace
         if ns in found:
             raise SchemaError(
@@ -190,10 +207,13 @@ def find_overlay(paths: DatasetPaths, ns: str) -> OverlaySource | None:
         raise SchemaError(f"Namespace {ns!r} has both {compact.name} and parts in {parts_dir} (L7).",
                           hint=f"Remove {compact} and rerun the compaction, or remove the parts directory.")
     if has_compact:
-        return OverlaySource(ns, SourceKind.COMPACT, compact, [load_part(compact)])
-    if part_paths:
-        return OverlaySource(ns, SourceKind.PARTS, parts_dir, [load_part(p) for p in part_paths])
-    return None
+        src = OverlaySource(ns, SourceKind.COMPACT, compact, [load_part(compact)])
+    elif part_paths:
+        src = OverlaySource(ns, SourceKind.PARTS, parts_dir, [load_part(p) for p in part_paths])
+    else:
+        return None
+    check_reserved_source(src, paths)
+    return src
 
 
 def new_part_name(when=None) -> str:

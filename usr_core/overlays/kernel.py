@@ -19,19 +19,19 @@ from ..errors import SchemaError
 from .checks import check_created_at, require_key, unify_types
 from .discovery import OverlaySource, Part
 from .encoding import META_KEYS_CLUSTERED, row_groups_with_keys
-from .keymatch import HashIndex
-from .keys import fixed_words, hash_words, normalize_keys
+from .keymatch import KeyIndex
+from .keys import fixed_words, normalize_keys
 
 
 def read_part(part: Part, key: str, columns: list[str], keys_filter: pa.Array | None) -> pa.Table:
     wanted = [key] + [c for c in columns if part.schema.get_field_index(c) >= 0]
     if keys_filter is None:
         return pq.read_table(part.path, columns=wanted)
-    pf = pq.ParquetFile(part.path)
-    groups = None
-    if part.meta.get(META_KEYS_CLUSTERED):
-        groups = row_groups_with_keys(pf, key, sorted(keys_filter.to_pylist()))
-    table = pf.read(columns=wanted) if groups is None else pf.read_row_groups(groups, columns=wanted)
+    with pq.ParquetFile(part.path) as pf:
+        groups = None
+        if part.meta.get(META_KEYS_CLUSTERED):
+            groups = row_groups_with_keys(pf, key, sorted(keys_filter.to_pylist()))
+        table = pf.read(columns=wanted) if groups is None else pf.read_row_groups(groups, columns=wanted)
     return table.filter(pc.is_in(normalize_keys(table[key], key), value_set=keys_filter))
 
 
@@ -59,16 +59,15 @@ class ProbeKeys:
         self._state: dict = {}
 
     def resolve(self) -> dict:
-        """{probe, pw (its words), index, fast (unique equal-width keys: hash matching fits)}."""
+        """{probe, index (KeyIndex of the probe), fast (unique equal-width keys: hash matching fits)}."""
         with self._lock:
             if not self._state:
                 p = self._keys() if callable(self._keys) else self._keys
                 if p is not None and not pa.types.is_string(p.type):
                     p = p.cast(pa.string())
                 single = isinstance(p, pa.Array) or (p is not None and p.num_chunks == 1)
-                pw = fixed_words(_one_array(p), None) if single else None
-                index = HashIndex(hash_words(pw)) if pw is not None and len(pw) else None
-                self._state.update(probe=p, pw=pw, index=index, fast=index is not None and index.unique)
+                index = KeyIndex.build(_one_array(p)) if single and len(p) else None
+                self._state.update(probe=p, index=index, fast=index is not None and not index.duplicates())
         return self._state
 
 
@@ -78,19 +77,11 @@ def _one_array(values):
     return values
 
 
-def _fast_positions(pw: np.ndarray, index: HashIndex, keys: pa.Array) -> np.ndarray | None:
-    """Each part row's probe row (-1: none) for equal-width keys (ids), via 64-bit hashes verified word
-    by word; None when the keys do not fit (another width, NULLs)."""
-    w = fixed_words(keys, pw.shape[1] * 8)
-    if w is None:
-        return None
-    pos = index.lookup(hash_words(w))
-    if not len(pos) or pos.min() >= 0:
-        same = np.array_equal(np.take(pw, pos, axis=0), w)
-    else:
-        hit = np.flatnonzero(pos >= 0)
-        same = np.array_equal(np.take(pw, pos[hit], axis=0), w[hit])
-    return pos if same else None  # a 64-bit hash collision: let the dictionary path decide
+def _fast_positions(index: KeyIndex, keys: pa.Array) -> np.ndarray | None:
+    """Each part row's probe row (-1: none) for equal-width keys (ids), matched by verified hashes;
+    None when the keys do not fit (another width, NULLs)."""
+    w = fixed_words(keys, index.words.shape[1] * 8)
+    return None if w is None else index.positions(w)
 
 
 def _raise_duplicate(key_value, where: str):
@@ -137,7 +128,7 @@ def load_parts(src: OverlaySource, columns: list[str], probe: ProbeKeys | None, 
         out = LoadedPart(str(part.path), t.num_rows, cols)
         st = resolved()
         keys = normalize_keys(t[key], key, combine=st["fast"])
-        out.pos = _fast_positions(st["pw"], st["index"], keys) if st["fast"] else None
+        out.pos = _fast_positions(st["index"], keys) if st["fast"] else None
         if out.pos is None:
             out.keys = keys
             return out

@@ -1,11 +1,9 @@
 """Matching equal-width keys (ids) by their 64-bit hashes (keys.hash_words), always verified on bytes.
 
-`HashIndex` (open addressing) maps part keys to base rows for read joins.  Write checks (duplicates,
-membership in the base) sort packed hashes instead:
-
-Each key becomes one uint64: the high bits of a 64-bit hash of its bytes with its row number in
-the low bits, so one numpy sort orders the hashes and remembers the rows.  Equal truncated hashes
-only make keys candidates; candidates are confirmed by comparing the keys' bytes.
+One scheme serves read joins and write checks: each key becomes one uint64, the high bits of its
+hash with its row number in the low bits, so one numpy sort orders the hashes and remembers the
+rows; other keys are then found by a binary search of their own sorted hashes.  Equal truncated
+hashes only make candidates: every match is confirmed by comparing the keys' bytes.
 """
 from __future__ import annotations
 
@@ -18,29 +16,11 @@ import pyarrow.compute as pc
 from ..storage.pool import pool_arange, pool_array
 from .keys import already_normal, fixed_words, hash_words
 
-_LAST: list = []  # [(identity, keys, shift, sorted hashes, rows)]: the duplicate check's sort, reused by the match
+_BLOCK = 1 << 16  # rows compared at once (bounded scratch memory)
 
 
 def _shift(n: int) -> int:
     return max(1, (n - 1).bit_length())
-
-
-def _ident(arr: pa.Array) -> tuple:
-    return tuple(b.address if b is not None else None for b in arr.buffers()) + (arr.offset, len(arr))
-
-
-def _sorted(arr: pa.Array, words: np.ndarray, shift: int, remember: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(truncated hashes ascending, their rows) of `words`, the keys of `arr`."""
-    entry = _LAST[0] if _LAST else None
-    if entry is not None and entry[0] == _ident(arr) and entry[2] <= shift:
-        h = entry[3]
-        if shift > entry[2]:
-            h = np.right_shift(h, np.uint64(shift - entry[2]), out=pool_array(len(h), np.uint64))
-        return h, entry[4]
-    h, rows = _pack_sort(hash_words(words), shift)
-    if remember:
-        _LAST[:] = [(_ident(arr), arr, shift, h, rows)]  # holding `arr` keeps its buffer addresses valid
-    return h, rows
 
 
 def _pack_sort(h: np.ndarray, shift: int) -> tuple[np.ndarray, np.ndarray]:
@@ -54,112 +34,107 @@ def _pack_sort(h: np.ndarray, shift: int) -> tuple[np.ndarray, np.ndarray]:
     return h, rows
 
 
-def duplicate_keys(keys: pa.Array, remember: bool = False) -> list | None:
-    """Up to five keys that occur more than once; None when the keys are not equal-width."""
-    words = fixed_words(keys, None) if isinstance(keys, pa.Array) else None
-    if words is None:
-        return None
-    h, rows = _sorted(keys, words, _shift(len(words)), remember)
-    same = np.flatnonzero(h[1:] == h[:-1])
-    if not len(same):
-        return []
-    suspects = np.unique(np.concatenate([rows[same], rows[same + 1]]))
-    counts = pc.value_counts(keys.take(pa.array(suspects)))
-    return counts.filter(pc.greater(counts.field("counts"), 1)).field("values").to_pylist()[:5]
-
-
-def present_in(keys: pa.Array, chunks: Iterable[pa.Array], total: int) -> np.ndarray | None:
-    """Per key: is it among the `total` keys of `chunks` (e.g. the base id column, row group by row group;
-    only their bytes are kept)?  None when `keys` or a chunk are not equal-width keys without surrounding
-    whitespace."""
-    kw = fixed_words(keys, None) if isinstance(keys, pa.Array) else None
-    if kw is None or not total:
-        return None
-    bw = pool_array(total * kw.shape[1], np.uint64).reshape(total, kw.shape[1])
-    bh = pool_array(total, np.uint64)
-    at = 0
-    for chunk in chunks:
-        words = fixed_words(chunk, kw.shape[1] * 8) if len(chunk) else np.empty((0, kw.shape[1]), np.uint64)
-        if words is None or not already_normal(chunk) or at + len(words) > total:
-            return None
-        bw[at:at + len(words)] = words
-        hash_words(words, out=bh[at:at + len(words)])  # while the chunk is in cache
-        at += len(words)
-    return _present(keys, kw, bw, bh) if at == total else None
-
-
-def _present(keys: pa.Array, kw: np.ndarray, bw: np.ndarray, bh: np.ndarray) -> np.ndarray:
-    """Per row of kw: is it a row of bw (bh: the hashes of bw's rows, sorted in place here)?"""
-    shift = _shift(max(len(bw), len(kw)))
-    kh, krows = _sorted(keys, kw, shift, False)
-    _LAST.clear()
-    bh, brows = _pack_sort(bh, shift)
-    pos = np.searchsorted(bh, kh)  # sorted needles: a cache-friendly search
-    np.minimum(pos, len(bh) - 1, out=pos)
-    found = np.take(bh, pos, out=pool_array(len(pos), np.uint64))
-    cand = np.equal(found, kh, out=pool_array(len(pos), bool))
-    if cand.all():  # the usual case: every key's hash is in the base
-        match = pool_array(len(kw), np.int64)
-        match[krows] = np.take(brows, pos, out=found.view(np.int64))
-        if _same_rows(bw, match, kw):
-            return np.ones(len(kw), bool)
-    else:
-        match = np.full(len(kw), -1, np.int64)
-        match[krows[cand]] = brows[pos[cand]]
-    rows = np.flatnonzero(match >= 0)
-    equal = (np.take(bw, match[rows], axis=0) == np.take(kw, rows, axis=0)).all(axis=1)
-    out = np.zeros(len(kw), bool)
-    out[rows[equal]] = True
-    for r in rows[~equal]:  # another base key shares the truncated hash: look at all of them
-        h = hash_words(kw[r:r + 1])[0] >> np.uint64(shift)
-        same = brows[np.searchsorted(bh, h, "left"):np.searchsorted(bh, h, "right")]
-        out[r] = bool((np.take(bw, same, axis=0) == kw[r]).all(axis=1).any())
+def _equal_rows(a: np.ndarray, a_rows: np.ndarray, b: np.ndarray, b_rows: np.ndarray | None) -> np.ndarray:
+    """a[a_rows] == b[b_rows] row by row (b_rows None: b in order), block by block (no full copy)."""
+    out = np.empty(len(a_rows), bool)
+    buf = pool_array(min(_BLOCK, len(a_rows)) * a.shape[1], np.uint64).reshape(-1, a.shape[1])
+    for i in range(0, len(a_rows), _BLOCK):
+        m = a_rows[i:i + _BLOCK]
+        left = np.take(a, m, axis=0, out=buf[:len(m)])
+        right = b[i:i + _BLOCK] if b_rows is None else np.take(b, b_rows[i:i + _BLOCK], axis=0)
+        out[i:i + len(m)] = (left == right).all(axis=1)
     return out
 
 
-def _same_rows(bw: np.ndarray, match: np.ndarray, kw: np.ndarray, block: int = 1 << 16) -> bool:
-    """bw[match] == kw, compared block by block (no copy of all matched rows)."""
-    buf = pool_array(min(block, len(kw)) * kw.shape[1], np.uint64).reshape(-1, kw.shape[1])
-    for i in range(0, len(kw), block):
-        m = match[i:i + block]
-        if not np.array_equal(np.take(bw, m, axis=0, out=buf[:len(m)]), kw[i:i + block]):
-            return False
-    return True
+class KeyIndex:
+    """Equal-width keys' truncated hashes in ascending order, with their rows: built once by its owner
+    (one read's probe keys, one write's key check), then matched against other key columns.
+
+    It holds `keys` (its words are a view of their buffer) as long as its owner keeps it."""
+
+    def __init__(self, keys: pa.Array, words: np.ndarray, shift: int | None = None):
+        self.keys, self.words = keys, words
+        self.shift = max(shift or 1, _shift(len(words)))
+        self.hashes, self.rows = _pack_sort(hash_words(words), self.shift)
+
+    @classmethod
+    def build(cls, keys, shift: int | None = None) -> KeyIndex | None:
+        """None when the keys are not equal-width (8k bytes each, no NULL)."""
+        words = fixed_words(keys, None) if isinstance(keys, pa.Array) else None
+        return None if words is None else cls(keys, words, shift)
+
+    def _hashes_at(self, shift: int) -> np.ndarray:
+        if shift == self.shift:
+            return self.hashes
+        return np.right_shift(self.hashes, np.uint64(shift - self.shift), out=pool_array(len(self.hashes), np.uint64))
+
+    def duplicates(self) -> list:
+        """Up to five keys that occur more than once (exact)."""
+        same = np.flatnonzero(self.hashes[1:] == self.hashes[:-1])
+        if not len(same):
+            return []
+        suspects = np.unique(np.concatenate([self.rows[same], self.rows[same + 1]]))
+        counts = pc.value_counts(self.keys.take(pa.array(suspects)))
+        return counts.filter(pc.greater(counts.field("counts"), 1)).field("values").to_pylist()[:5]
+
+    def positions(self, words: np.ndarray) -> np.ndarray:
+        """For each row of `words` (same width), a row of this index holding the same key, else -1."""
+        shift = max(self.shift, _shift(len(words)))
+        ih = self._hashes_at(shift)
+        match = np.full(len(words), -1, np.int64)
+        if not len(words) or not len(ih):
+            return match
+        qh, qrows = _pack_sort(hash_words(words), shift)
+        pos = np.searchsorted(ih, qh)  # sorted needles: a cache-friendly search
+        np.minimum(pos, len(ih) - 1, out=pos)
+        cand = np.take(ih, pos) == qh
+        match[qrows[cand]] = self.rows[pos[cand]]
+        rows = np.flatnonzero(match >= 0)
+        if len(rows) == len(words):
+            ok = _equal_rows(self.words, match, words, None)
+        else:
+            ok = _equal_rows(self.words, match[rows], words, rows)
+        for r in rows[~ok]:  # another key shares the truncated hash: look at every key of that hash
+            h = hash_words(words[r:r + 1])[0] >> np.uint64(shift)
+            run = self.rows[np.searchsorted(ih, h, "left"):np.searchsorted(ih, h, "right")]
+            same = run[(np.take(self.words, run, axis=0) == words[r]).all(axis=1)]
+            match[r] = same[0] if len(same) else -1
+        return match
+
+    def present_in(self, chunks: Iterable[pa.Array], total: int) -> np.ndarray | None:
+        """Per key: is it among the `total` keys of `chunks` (e.g. the base id column, row group by row
+        group, matched chunk by chunk)?  None when a chunk is not equal-width already-normal keys of
+        this width, or the chunks do not hold `total` keys."""
+        found = np.zeros(len(self.words), bool)
+        at, width = 0, self.words.shape[1] * 8
+        for chunk in chunks:
+            if not len(chunk):
+                continue
+            words = fixed_words(chunk, width)
+            if words is None or not already_normal(chunk) or at + len(words) > total:
+                return None
+            pos = self.positions(words)
+            found[pos[pos >= 0]] = True
+            at += len(words)
+        if at != total:
+            return None
+        same = np.flatnonzero(self.hashes[1:] == self.hashes[:-1])
+        if len(same):  # equal keys (or a shared truncated hash): a position names one of them
+            suspects = np.unique(np.concatenate([self.rows[same], self.rows[same + 1]]))
+            values = self.keys.take(pa.array(suspects))
+            hits = values.filter(pa.array(found[suspects]))
+            found[suspects] |= pc.is_in(values, value_set=hits).to_numpy(zero_copy_only=False)
+        return found
 
 
-class HashIndex:
-    """Open addressing over 64-bit key hashes (load <= 0.5), built and probed with whole-array numpy steps."""
+def duplicate_keys(keys: pa.Array) -> list | None:
+    """Up to five keys that occur more than once; None when the keys are not equal-width."""
+    index = KeyIndex.build(keys)
+    return None if index is None else index.duplicates()
 
-    def __init__(self, h: np.ndarray):
-        bits = max(4, int(2 * len(h) - 1).bit_length())
-        self.shift, self.mask, self.h = np.uint64(64 - bits), (1 << bits) - 1, h
-        self.slots = np.full(1 << bits, -1, np.int32)
-        self.unique = True
-        cand = (h >> self.shift).astype(np.int64)
-        pending = np.arange(len(h), dtype=np.int32)
-        while len(pending):
-            c = cand[pending]
-            occ = self.slots[c]
-            taken = occ >= 0
-            if (h[occ[taken]] == h[pending[taken]]).any():
-                self.unique = False
-                return
-            free_rows, free_c = pending[~taken], c[~taken]
-            self.slots[free_c] = free_rows
-            lost = free_rows[self.slots[free_c] != free_rows]
-            retry = np.concatenate([pending[taken], lost])
-            cand[pending[taken]] = (cand[pending[taken]] + 1) & self.mask
-            pending = retry
 
-    def lookup(self, q: np.ndarray) -> np.ndarray:
-        out = np.full(len(q), -1, np.int32)
-        cand = (q >> self.shift).astype(np.int64)
-        pending = np.arange(len(q), dtype=np.int64)
-        while len(pending):
-            e = np.take(self.slots, cand)
-            occ = e >= 0
-            hit = occ & (np.take(self.h, np.maximum(e, 0)) == q)
-            out[pending[hit]] = e[hit]
-            more = occ & ~hit
-            pending, cand, q = pending[more], (cand[more] + 1) & self.mask, q[more]
-        return out
+def present_in(keys: pa.Array, chunks: Iterable[pa.Array], total: int) -> np.ndarray | None:
+    """Per key of `keys`: is it among the `total` keys of `chunks`?  None when either side does not fit
+    (see KeyIndex.present_in)."""
+    index = KeyIndex.build(keys)
+    return None if index is None or not total else index.present_in(chunks, total)

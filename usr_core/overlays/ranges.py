@@ -10,10 +10,9 @@ from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .checks import unify_types
+from .checks import check_created_at, require_key, unify_types
 from .discovery import OverlaySource, Part
 from .encoding import META_KEYS_CLUSTERED
 from .kernel import LoadedPart, map_parallel, merge_parts
@@ -36,10 +35,10 @@ class _Cursor:
 
     def __init__(self, part: Part, key: str, columns: list[str], types: dict):
         self.part, self.key, self.types = part, key, types
-        self.pf = pq.ParquetFile(part.path)
         self.columns = [key] + [c for c in columns if part.schema.get_field_index(c) >= 0]
         self.all_columns = columns
-        md, idx = self.pf.metadata, self.pf.schema_arrow.get_field_index(key)
+        md = pq.read_metadata(part.path)  # files are opened only while read: 1,500 parts need no 1,500 handles
+        idx = part.schema.get_field_index(key)
         self.groups = []  # (prefix of min, prefix of max, rows)
         for i in range(md.num_row_groups):
             st = md.row_group(i).column(idx).statistics
@@ -58,7 +57,8 @@ class _Cursor:
             stop += 1
         tables = [self.carry] if self.carry is not None else []
         if stop > self.next:
-            tables.append(self.pf.read_row_groups(range(self.next, stop), columns=self.columns))
+            with pq.ParquetFile(self.part.path) as pf:
+                tables.append(pf.read_row_groups(range(self.next, stop), columns=self.columns))
         self.next = stop
         table = pa.concat_tables(tables) if len(tables) > 1 else (tables[0] if tables else None)
         if table is None:
@@ -103,6 +103,8 @@ def view_ranges(src: OverlaySource, columns: list[str], target_rows: int) -> Ite
 
     Raises NotClustered (before or between ranges) when a part does not fit; the caller then
     discards what it wrote and merges whole parts."""
+    require_key(src)
+    check_created_at(src)
     types = unify_types(src, columns)
     cursors = [_Cursor(p, src.key, columns, types) for p in src.newest_first()]  # O9: newest first
     cuts = _cuts(cursors, target_rows)

@@ -103,9 +103,8 @@ def _check_missing_keys(keys: pa.Array, raw: pa.Array) -> None:
                           hint="Every overlay row needs a key; drop those rows.")
 
 
-def _check_duplicates(keys: pa.Array, remember: bool = False) -> None:
-    """`remember`: keep the sort of the keys for the base check that follows (present_in)."""
-    dup = duplicate_keys(keys, remember)
+def _check_duplicates(keys: pa.Array) -> None:
+    dup = duplicate_keys(keys)
     if dup is None:
         counts = pc.value_counts(keys)
         dup = counts.filter(pc.greater(counts.field("counts"), 1)).field("values").to_pylist()[:5]
@@ -119,7 +118,7 @@ def match_base(ds, table: pa.Table, key: str, allow_missing: bool) -> tuple[pa.T
     base_col = "id" if key == "id" else "sequence"
     if key != "id":
         check_sequence_keys(ds.paths, key)
-    keys = _one_chunk(table[key])  # the same buffers as the duplicate check: present_in reuses its sort
+    keys = _one_chunk(table[key])
     mask = None
     if key == "id":
         with pq.ParquetFile(ds.paths.records) as pf:
@@ -149,7 +148,7 @@ def _normalise_key_column(table: pa.Table, key: str) -> pa.Table:
     else:
         keys = normalize_keys(raw, key)
         _check_missing_keys(keys, raw)
-    _check_duplicates(keys, remember=True)
+    _check_duplicates(keys)
     return table.set_column(table.column_names.index(key), key, keys)
 
 
