@@ -15,10 +15,12 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from . import content
 from . import read as rd
 from .contract import (META_NAMESPACE_CONTRACT_HASH, META_OVERLAY_KEY, META_REGISTRY_HASH,
                        MUTATION_RESERVED_NAMESPACES)
@@ -26,6 +28,8 @@ from .errors import SequencesError
 from .events import iter_events
 from .overlays.checks import check_source, duplicate_part_keys
 from .overlays.discovery import OverlaySource, SourceKind, discover_overlays, find_overlay
+from .overlays.keymatch import present_in
+from .overlays.kernel import namespace_view
 from .overlays.keys import normalize_keys
 from .registry.registry import load_registry
 
@@ -160,26 +164,32 @@ def table_digest(table: pa.Table) -> str:
 
 
 def namespace_version(ds, namespace: str) -> str | None:
-    """Content version of a namespace as readers see it: the rows (in base order, tombstoned rows included) that
-    have at least one non-NULL value of the namespace, with those values. None without an overlay. Compaction,
-    promotion, metadata refresh and restamps keep it; a part that changes no visible value keeps it."""
-    files = overlay_files(ds, namespace)
-    if not files:
+    """Content version of a namespace: what readers see of it, one row per key (newest non-NULL value per column,
+    O9), rows without any value left out, as an order-independent digest (usr_core.content). Compaction, promotion,
+    metadata refresh, restamps and writes that change no visible value keep it. None without an overlay."""
+    def build():
+        src = find_overlay(ds.paths, namespace)
+        return None if src is None else (src.key, namespace_view(src))
+
+    found = rd.consistent(ds.paths, build)
+    if found is None:
         return None
-    types = _namespace_columns(ds, namespace)
-    view = ds.read_table(columns=["id", *types], include_overlays=[namespace], include_deleted=True)
-    data = [view.column(c) for c in types]
-    if data:
-        empty = pc.is_null(data[0])
-        for col in data[1:]:
-            empty = pc.and_(empty, pc.is_null(col))
-        view = view.filter(pc.invert(empty))
-    return table_digest(view.select(["id", *types]))
+    key, view = found
+    return content.format_version(*content.table_sums(view, key))
 
 
-def _namespace_columns(ds, namespace: str) -> list[str]:
-    src = rd.consistent(ds.paths, lambda: find_overlay(ds.paths, namespace))
-    return sorted(src.data_columns()) if src is not None else []
+def version_of_rows(table: pa.Table, key: str = "id", base: str | None = None) -> str | None:
+    """The content version of a namespace made of `base` (a version, or None for an empty namespace) plus the rows
+    of `table` (key + data columns, as written), for keys that had no value before. None if `base` is not a
+    content version."""
+    table = table.set_column(table.column_names.index(key), key, normalize_keys(table.column(key), key))
+    return content.add_rows(base or content.format_version(0, 0, 0), table, key)
+
+
+def files_fingerprint(files: list[OverlayFile]) -> str:
+    """Identity of exactly these overlay files (names, sizes, stamps, rows): equal fingerprints, equal content."""
+    blob = json.dumps([[f.path.name, f.size_bytes, f.created_at, f.rows] for f in files])
+    return "files:" + hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
 _BASE_DIGESTS: dict[tuple, str] = {}  # (path, inode, size, mtime_ns) -> digest of records.parquet's content
@@ -219,23 +229,52 @@ def overlay_keys(files: list[OverlayFile]) -> pa.ChunkedArray:
 def rows_missing_from(ds, files: list[OverlayFile], *, key: str = "id", columns: list[str],
                       include_overlays=False) -> pa.Table:
     """The visible records (tombstoned rows hidden) whose key has no row in `files`, with `columns` (`id` first,
-    and `sequence` for sequence keys). Reads the key column first, the other columns only when rows are missing."""
+    and `sequence` for sequence keys). The key columns are read first; when few rows are missing and no overlay
+    column is asked for, only the base row groups holding them are read."""
     key_col = "id" if key == "id" else "sequence"
-    keys = ds.read_table(columns=["id"] if key == "id" else ["id", "sequence"], include_overlays=False)
-    base_keys = keys.column("id") if key == "id" else normalize_keys(keys.column(key_col), key)
-    if files:
-        done = overlay_keys(files)
-        missing = pc.invert(pc.fill_null(pc.is_in(base_keys, value_set=done.combine_chunks()), False))
-        wanted = keys.column("id").filter(missing)
-    else:
-        wanted = keys.column("id")
     cols = list(dict.fromkeys(["id", *([key_col] if key != "id" else []), *columns]))
+    keys = ds.read_table(columns=list(dict.fromkeys(["id", key_col])), include_overlays=False)
+    if not files:
+        return ds.read_table(columns=cols, include_overlays=include_overlays)
+    base_keys = keys.column("id") if key == "id" else normalize_keys(keys.column(key_col), key)
+    done = [c for f in files for c in overlay_keys([f]).chunks]
+    base_arr = base_keys.combine_chunks() if isinstance(base_keys, pa.ChunkedArray) else base_keys
+    hit = present_in(base_arr, done, sum(len(c) for c in done))
+    if hit is None:
+        hit = pc.fill_null(pc.is_in(base_arr, value_set=pa.chunked_array(done, pa.string()).combine_chunks()),
+                           False).to_numpy(zero_copy_only=False)
+    wanted = keys.column("id").combine_chunks().filter(pa.array(~hit))
     if len(wanted) == 0:
-        return ds.read_table(columns=cols, include_overlays=include_overlays).slice(0, 0)
-    table = ds.read_table(columns=cols, include_overlays=include_overlays)
-    if len(wanted) == keys.num_rows and table.num_rows == keys.num_rows:
-        return table
-    return table.filter(pc.is_in(table.column("id"), value_set=wanted.combine_chunks()))
+        return rd.output_schema(ds.paths, cols, include_overlays).empty_table()
+    if include_overlays or len(wanted) * 10 > keys.num_rows:
+        table = ds.read_table(columns=cols, include_overlays=include_overlays)
+        return table if len(wanted) == keys.num_rows else table.filter(pc.is_in(table.column("id"), value_set=wanted))
+    picked = _base_rows(ds, wanted, cols)
+    if picked is None:
+        table = ds.read_table(columns=cols, include_overlays=False)
+        return table.filter(pc.is_in(table.column("id"), value_set=wanted))
+    return picked
+
+
+def _base_rows(ds, ids: pa.Array, columns: list[str]) -> pa.Table | None:
+    """The base rows with these ids, reading only the row groups that hold them; None if the base changed
+    meanwhile (the caller falls back to a full read)."""
+    try:
+        pf = pq.ParquetFile(ds.records_path)
+        base_ids = pf.read(columns=["id"]).column("id")
+        pos = pc.index_in(base_ids, value_set=ids)
+        at = np.flatnonzero(pc.is_valid(pos).to_numpy(zero_copy_only=False))
+        md = pf.metadata
+        starts = np.cumsum([0] + [md.row_group(i).num_rows for i in range(md.num_row_groups)])
+        groups = np.unique(np.searchsorted(starts, at, side="right") - 1)
+        table = pf.read_row_groups(groups.tolist(), columns=columns)
+        local = np.concatenate([np.arange(starts[g], starts[g + 1]) for g in groups]) if len(groups) else at
+        out = table.take(pa.array(np.searchsorted(local, at)))
+    except (OSError, pa.ArrowException):
+        return None
+    if len(at) != len(ids) or not out.column("id").equals(base_ids.take(pa.array(at))):
+        return None
+    return out.select(columns)
 
 
 # --------------------------------------------------------------------------------------- event tail

@@ -206,15 +206,21 @@ def namespace_asset(root, dataset: str, spec: UsrNamespace, registry: dict, *, g
             return conform(to_arrow(result), spec.name, ns_cols, spec.key)
 
         book = inc.bookkeeping(ds, spec.version(), ns_cols, spec.inputs)
+        last = context.instance.get_latest_materialization_event(key)
+        last = last.asset_materialization if last is not None else None
+        previous = None
+        if last is not None and "usr/files_fingerprint" in last.metadata:
+            previous = (last.metadata["usr/files_fingerprint"].value, (last.tags or {}).get("dagster/data_version"))
         out = inc.materialize(ds, spec.name, compute=compute, read_columns=need + up_cols, inputs=spec.inputs,
                               key=spec.key, book=book, full_refresh=bool(context.op_execution_context.op_config.get("full_refresh")),
                               incremental=spec.incremental, replace=spec.replace_on_refresh,
                               actor=dagster_actor(context.run.run_id, "asset"), log=context.log.info,
-                              event_args={"dagster_run_id": context.run.run_id,
-                                          "dagster_asset": key.to_user_string()})
+                              previous=previous, event_args={"dagster_run_id": context.run.run_id,
+                                                             "dagster_asset": key.to_user_string()})
         return namespace_result(ds, dataset, spec.name, ns_cols, spec.key, out.written, out.version, uses=spec.uses,
                                 upstream=upstream, extra={"usr/mode": out.mode, "usr/rows_computed": out.rows_input,
                                                           "usr/replaced": out.replaced,
+                                                          "usr/files_fingerprint": out.fingerprint,
                                                           "usr/reasons": "; ".join(out.reasons) or "none"})
 
     return _materialize

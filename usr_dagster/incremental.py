@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from usr_core import PartWritten
-from usr_core.inspect import OverlayFile, namespace_version, overlay_files, rows_missing_from
+from usr_core.inspect import (OverlayFile, files_fingerprint, namespace_version, overlay_files, rows_missing_from,
+                              version_of_rows)
 from usr_core.replace import replace_overlay
 
 CODE_KEY = "dagster/code_version"
@@ -88,13 +89,16 @@ class Outcome:
     written: PartWritten | None
     replaced: bool
     version: str | None
+    fingerprint: str  # identity of the namespace's files after the run (keys the version for the next run)
 
 
 def materialize(ds, namespace: str, *, compute, read_columns: list[str], inputs, key: str, book: dict[str, str],
                 full_refresh: bool = False, incremental: bool = True, replace: bool = True, actor=None,
-                event_args=None, log=None) -> Outcome:
+                event_args=None, log=None, previous: tuple[str, str] | None = None) -> Outcome:
     """Plan, read the rows to compute, call `compute(table) -> pa.Table` (conformed), write, and return what
-    happened. `replace=False` writes a full recomputation as a part (newest-non-null) instead of replacing."""
+    happened. `replace=False` writes a full recomputation as a part (newest-non-null) instead of replacing.
+    `previous` = (files fingerprint, content version) reported by the last run: when the files are still exactly
+    those, the version is reused (nothing written) or extended by the rows added (no reread)."""
     p = plan(ds, namespace, book, full_refresh=full_refresh, incremental=incremental)
     include = list(inputs) or False
     if p.full:
@@ -105,7 +109,10 @@ def materialize(ds, namespace: str, *, compute, read_columns: list[str], inputs,
     if log:
         why = f" ({'; '.join(p.reasons)})" if p.reasons else ""
         log(f"{ds.name}/{namespace}: {mode}{why}: {table.num_rows} row(s) to compute")
-    written, replaced = None, False
+    known = previous[1] if previous and previous[0] == files_fingerprint(p.files) else None
+    if not p.files:
+        known = version_of_rows(pa.table({key: pa.array([], pa.string())}), key)
+    written, replaced, version = None, False, None
     if table.num_rows or (p.full and replace and p.files):
         out = compute(table) if table.num_rows else None
         if p.full and replace:
@@ -114,10 +121,30 @@ def materialize(ds, namespace: str, *, compute, read_columns: list[str], inputs,
                 written = replace_overlay(ds, namespace, out, key=key, actor=actor, event_args=event_args,
                                           extra_metadata=book)
                 replaced = True
+                if written.rows == out.num_rows:
+                    version = version_of_rows(out, key)
         elif out is not None and out.num_rows:
             written = ds.write_part(namespace, out, key=key, actor=actor, event_args=event_args,
                                     extra_metadata=book)
-    return Outcome(mode, p.reasons, table.num_rows, written, replaced, namespace_version(ds, namespace))
+            # every earlier file is ours and current, so the rows written had no value before: add them
+            if known and not p.full and p.computed == p.files and written.rows == out.num_rows:
+                version = version_of_rows(out, key, known)
+    elif known:
+        version = known
+    files = overlay_files(ds, namespace)
+    if version is None or not _only_ours(files, [] if replaced else p.files, written):
+        version = namespace_version(ds, namespace)  # someone else wrote meanwhile, or no usable previous version
+    return Outcome(mode, p.reasons, table.num_rows, written, replaced, version, files_fingerprint(files))
+
+
+def _only_ours(files, before, written) -> bool:
+    """The files now are those planned on plus the one written (a promoted compact file keeps its content)."""
+    def ident(fs):
+        return sorted((f.size_bytes, f.created_at, f.rows) for f in fs)
+    if written is None:
+        return ident(files) == ident(before)
+    return (any(f.path == written.path for f in files)
+            and ident([f for f in files if f.path != written.path]) == ident(before))
 
 
 def _with_key(columns: list[str], key: str) -> list[str]:

@@ -11,7 +11,7 @@ from dagster import (AssetMaterialization, AssetObservation, DefaultSensorStatus
                      SensorResult, SkipReason, sensor)
 
 from usr_core import Dataset, SequencesError, discover_datasets, load_registry
-from usr_core.inspect import EventCursor, tail_events
+from usr_core.inspect import EventCursor, files_fingerprint, tail_events
 
 from .common import is_reserved, namespace_key, namespace_version, overlay_files, part_files, records_key, records_version
 from .writer import column_lineage, column_schema
@@ -87,6 +87,7 @@ def events_for_dataset(root, dataset: str, events: list[dict]) -> list:
             continue
         try:
             sources, version = overlay_files(ds, ns), namespace_version(ds, ns)
+            md["usr/files_fingerprint"] = files_fingerprint(sources)
         except SequencesError as exc:  # a broken overlay: report the write, its checks say what is wrong
             sources, version = [], None
             md["usr/error"] = str(exc)[:500]

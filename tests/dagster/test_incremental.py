@@ -9,7 +9,7 @@ from dagster._core.definitions.data_version import CachingStaleStatusResolver, S
 from dagster._core.loader import LoadingContextForTest
 
 from usr_core import Dataset, ensure_registry_entries, register_namespace
-from usr_core.inspect import overlay_files
+from usr_core.inspect import namespace_version, overlay_files
 from usr_dagster import UsrResource, build_usr_definitions, usr_namespace
 from usr_dagster.common import namespace_key, records_key
 from usr_dagster.demo.namespaces import DEMO_NAMESPACES
@@ -81,6 +81,7 @@ def test_G3_incremental_calls_only_new_rows_and_identical_rerun_writes_nothing(u
     files = overlay_files(ds, "cnt")
     assert len(files) == 2 and files[0].rows == 7 and files[0].extra["dagster/code_version"] == "v1"
     assert _version(inst, key) != v1
+    assert _version(inst, key) == namespace_version(ds, "cnt")  # the version added up equals a full recount
     view = ds.read_table(columns=["id", "sequence", "cnt__v"], include_deleted=True)
     ok = view.filter(pc.invert(pc.is_in(view.column("id"), pa.array(gone))))
     assert ok.column("cnt__v").to_pylist() == [float(len(s)) for s in ok.column("sequence").to_pylist()]
@@ -128,6 +129,7 @@ def test_G3_full_refresh_after_code_change_shows_exactly_the_new_output_nulls_in
     view = ds.read_table(columns=["sequence", "cnt__v"])
     expect = [None if s.startswith("A") else -1.0 for s in view.column("sequence").to_pylist()]
     assert None in expect and view.column("cnt__v").to_pylist() == expect
+    assert _version(inst, namespace_key(DS, "cnt")) == namespace_version(ds, "cnt")
     # run config asks for a full refresh with unchanged code: same content, same data version
     v = _version(inst, namespace_key(DS, "cnt"))
     _run(build_usr_definitions(usr_root, [new]), usr_root, [namespace_key(DS, "cnt")], inst,
