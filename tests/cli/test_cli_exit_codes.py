@@ -111,12 +111,6 @@ def test_C5_get_not_found_exit_0(usr, demo):
     assert demo["seqs"][0] in res.stdout
 
 
-def test_C5_init_existing_dataset_exit_2(usr, demo):
-    """[C5][P2] init of an existing dataset is a SequencesError -> exit 2."""
-    res = usr("init", "demo")
-    assert res.returncode == 2 and res.stderr.startswith("ERROR: ")
-
-
 def test_C5_registry_required_exit_2(usr, root):
     """[C5][R2] init without registry.yaml -> exit 2 naming the registry."""
     res = usr("init", "demo")
