@@ -1,7 +1,7 @@
 """USR core: the universal sequence records dataset contract (library)."""
 from .contract import (ARROW_SCHEMA, ID_HASH_SPEC, MUTATION_RESERVED_NAMESPACES, REQUIRED_COLUMNS,
                        RESERVED_NAMESPACES, SCHEMA_VERSION, USR_EVENT_VERSION)
-from .dataset import Dataset, DatasetInfo, Manifest, OverlayInfo
+from .dataset import Dataset, DatasetInfo, Manifest, OverlayInfo, merge
 from .errors import (AlphabetError, DuplicateIDError, LockTimeoutError, NamespaceError, SchemaError, SequencesError,
                      ValidationError)
 from .identity import compute_id, normalize_sequence, validate_alphabet, validate_bio_type
@@ -11,13 +11,6 @@ from .results import PartWritten
 from .registry.registry import (ensure_registry_entries, load_registry, namespace_contract_hash, register_namespace,
                                 registry_hash)
 from .registry.types import canonical_type, parse_columns_spec, parse_type
-
-
-def merge(root, dest, src, **kwargs):
-    """X9: merge dataset `src` into `dest` under `root`."""
-    from .maintenance.merge import merge as _merge
-
-    return _merge(root, dest, src, **kwargs)
 
 
 __all__ = [

@@ -12,7 +12,8 @@ from .contract import (ARROW_SCHEMA, ID_HASH_SPEC, META_DATASET_CREATED_AT, META
 from .errors import SchemaError, SequencesError
 from .layout import DatasetPaths
 from .overlays.discovery import file_metadata
-from .registry.registry import Registry, hash_registry, load_registry, write_freeze_file
+from .journal import Journal
+from .registry.registry import Registry, hash_registry, write_freeze_file
 from .storage.atomic import atomic_path, crash_point
 
 
@@ -40,7 +41,7 @@ def m1_metadata(existing: dict[str, str], registry_hash: str | None, created_at:
     return meta
 
 
-def _prune_snapshots(paths: DatasetPaths) -> None:
+def prune_snapshots(paths: DatasetPaths) -> None:
     snaps = sorted(paths.snapshots.glob("records-*.parquet"))
     for old in snaps[:-SNAPSHOTS_KEPT]:
         try:
@@ -54,13 +55,18 @@ ROW_GROUP_ROWS = 65536
 
 def rewrite_base(paths: DatasetPaths, schema: pa.Schema, batches: Callable[[], Iterator[pa.RecordBatch | pa.Table]],
                  metadata: dict[str, str], label: str = "base",
-                 before_publish: Callable[[], None] | None = None) -> int:
+                 before_publish: Callable[[], None] | None = None, *, journal: Journal | None = None) -> int:
     """Write a new records.parquet: temp file, snapshot copy of the new content (L6), rename, prune.
 
     A batch becomes one row group, a table row groups of ROW_GROUP_ROWS.  `before_publish` runs once the temp
-    file is complete; if it raises, the temp file is removed."""
+    file is complete; if it raises, the temp file is removed.  The journal keeps the old base and prunes
+    old snapshots only after the commit (without one, the rewrite is its own commit)."""
+    if journal is None:
+        with Journal().scope() as own:
+            return rewrite_base(paths, schema, batches, metadata, label, before_publish, journal=own)
     schema = schema.with_metadata({k.encode(): v.encode() for k, v in metadata.items()})
     rows = 0
+    journal.before_write(paths.records)
     with atomic_path(paths.records, paths.records_tmp, label=label) as tmp:
         with pq.ParquetWriter(tmp, schema, compression=PARQUET_COMPRESSION) as writer:
             for part in batches():
@@ -75,37 +81,42 @@ def rewrite_base(paths: DatasetPaths, schema: pa.Schema, batches: Callable[[], I
             before_publish()
         try:
             snap = paths.snapshots / f"records-{snapshot_stamp()}.parquet"
+            journal.before_write(snap)
             with atomic_path(snap, label=f"{label}-snapshot") as snap_tmp:
                 shutil.copyfile(tmp, snap_tmp)
         except OSError as exc:
             raise SequencesError(f"Snapshot write failed: {exc}", hint="Check free space and permissions.") from exc
         crash_point(f"{label}:after-snapshot")
-    _prune_snapshots(paths)
+    journal.after_commit(lambda: prune_snapshots(paths))
     return rows
 
 
-def write_base_table(paths: DatasetPaths, table: pa.Table, metadata: dict[str, str], label: str = "base") -> int:
-    return rewrite_base(paths, table.schema.remove_metadata(), lambda: iter(table.to_batches(65536)), metadata, label)
+def write_base_table(paths: DatasetPaths, table: pa.Table, metadata: dict[str, str], label: str = "base", *,
+                     journal: Journal | None = None) -> int:
+    return rewrite_base(paths, table.schema.remove_metadata(), lambda: iter(table.to_batches(65536)), metadata, label,
+                        journal=journal)
 
 
-def restamp_base(paths: DatasetPaths, registry_hash: str) -> None:
+def restamp_base(paths: DatasetPaths, registry_hash: str, *, journal: Journal | None = None) -> None:
     pf = pq.ParquetFile(paths.records)
     meta = m1_metadata(file_metadata(pf.schema_arrow), registry_hash)
-    rewrite_base(paths, pf.schema_arrow.remove_metadata(), lambda: pf.iter_batches(65536), meta, label="restamp")
+    rewrite_base(paths, pf.schema_arrow.remove_metadata(), lambda: pf.iter_batches(65536), meta, label="restamp",
+                 journal=journal)
 
 
-def auto_freeze(paths: DatasetPaths, reg: Registry | None = None, *, force_event: bool = False) -> tuple[dict, bool]:
+def auto_freeze(paths: DatasetPaths, reg: Registry, *, journal: Journal | None = None) -> tuple[dict, bool]:
     """R14: freeze file for the current hash, restamp the base if its hash differs.
 
     Returns (event args, changed).  The caller logs the event (auto=True) when changed.
     """
-    reg = reg if reg is not None else load_registry(paths.root, required=True)
     h = hash_registry(reg)
     freeze = paths.freeze_file(h)
+    if journal is not None and not freeze.exists():
+        journal.before_write(freeze)
     wrote = write_freeze_file(freeze, reg)
     restamped = False
     if paths.records.is_file():
         if base_metadata(paths).get(META_REGISTRY_HASH) != h:
-            restamp_base(paths, h)
+            restamp_base(paths, h, journal=journal)
             restamped = True
     return {"registry_hash": h, "snapshot": str(freeze), "restamped": restamped}, (wrote or restamped)

@@ -232,7 +232,7 @@ def serve() -> None:
     import importlib
 
     for mod in ("usr_core", "usr_core.dataset", "usr_core.maintenance.compact", "usr_core.maintenance.materialize",
-                "usr_core.maintenance.ops", "usr_core.maintenance.dedupe", "usr_core.maintenance.merge",
+                "usr_core.txn", "usr_core.maintenance.dedupe", "usr_core.maintenance.merge",
                 "usr_core.maintenance.garden", "usr_core.validate"):
         try:
             importlib.import_module(mod)

@@ -1,56 +1,28 @@
 """overlay-compact (X2): collapse an overlay's parts into `_derived/<ns>.parquet` by O9.
 
-Crash safety: the compact file records the names of the parts it folded (`usr:compacted_parts`).
-A compact file beside a parts directory whose parts are all listed there is a finished compaction
-whose parts await deletion: readers use the compact file (overlays.discovery), and the next writer,
-compaction, removal or refresh deletes the parts (`finish_pending_compaction`).
+Crash safety: the compact file records the names of the parts it folded (`usr:compacted_parts`), so a
+compaction killed after writing it is finished by the next writer (maintenance/pending.py).
 """
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import uuid
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..contract import (PARQUET_COMPRESSION, META_NAMESPACE_CONTRACT_HASH, META_OVERLAY_CREATED_AT, META_OVERLAY_KEY,
-                        META_OVERLAY_NAMESPACE, META_REGISTRY_HASH, RESERVED_NAMESPACES, ts)
+from ..contract import PARQUET_COMPRESSION, RESERVED_NAMESPACES, ts
 from ..errors import SchemaError
-from ..layout import DatasetPaths, check_namespace_name
+from ..layout import check_namespace_name
 from ..overlays import encoding, ranges
 from ..overlays.checks import check_conformance, unify_types
-from ..overlays.discovery import META_COMPACTED_PARTS, find_overlay, folded_by_compact, list_part_paths
-from ..overlays.encoding import META_KEYS_CLUSTERED, dictionary_columns, write_overlay_file
+from ..overlays.discovery import META_COMPACTED_PARTS, folded_by_compact, find_overlay, list_part_paths
+from ..overlays.encoding import META_KEYS_CLUSTERED, dictionary_columns, registry_metadata, write_overlay_file
 from ..overlays.kernel import namespace_view
 from ..overlays.keys import check_key_name
-from ..registry.registry import hash_registry, namespace_contract_hash
-from ..storage.atomic import atomic_path, crash_point, fsync_dir
-
-
-def finish_pending_compaction(paths: DatasetPaths, ns: str) -> bool:
-    """Delete parts already folded into the compact file (call under the dataset lock)."""
-    parts_dir = paths.parts_dir(ns)
-    if not folded_by_compact(paths.compact_overlay(ns), list_part_paths(parts_dir)):
-        return False
-    delete_parts_dir(parts_dir)
-    return True
-
-
-def delete_parts_dir(parts_dir: Path) -> None:
-    """Remove a parts directory: one atomic rename to a hidden L9 name (readers ignore it), then delete.
-
-    A crash never leaves a readable subset of the parts; hidden leftovers are swept on the next call."""
-    derived = parts_dir.parent
-    if parts_dir.is_dir():
-        hidden = derived / f".{parts_dir.name}.rollback-{uuid.uuid4().hex}"
-        os.rename(parts_dir, hidden)
-        fsync_dir(derived)
-        crash_point("parts-delete:after-rename")
-    for leftover in derived.glob(f".{parts_dir.name}.rollback-*"):
-        shutil.rmtree(leftover, ignore_errors=True)
+from ..storage.atomic import atomic_path, crash_point
+from ..txn import Writer
+from .pending import delete_parts_dir
 
 
 def check_namespace_arg(ns: str) -> str:
@@ -59,23 +31,18 @@ def check_namespace_arg(ns: str) -> str:
     return check_namespace_name(ns, allow_reserved=False)
 
 
-def compact_overlay(ds, ns: str) -> Path:
-    gate = ds._require_gate("overlay-compact")
+def compact_overlay(w: Writer, ns: str) -> Path:
     check_namespace_arg(ns)
-    ds._require()
-    paths = ds.paths
-    with ds.lock():
-        ds._require()
+    with w.transaction("compact_overlay", gate="overlay-compact") as txn:
+        paths = txn.paths
         compact, parts_dir = paths.compact_overlay(ns), paths.parts_dir(ns)
         part_paths = list_part_paths(parts_dir)
         leftovers = list(paths.derived.glob(f".{ns}.rollback-*")) if paths.derived.is_dir() else []
         if compact.is_file() and (folded_by_compact(compact, part_paths) or (leftovers and not part_paths)):
-            reg = ds._registry(required=True)
-            ds._freeze(reg)
-            delete_parts_dir(parts_dir)
-            ds.log_event("compact_overlay", args={"namespace": ns, "archived": None, "resumed": True,
-                                                  "maintenance_reason": gate.get("reason")},
-                         target_path=compact)
+            txn.freeze()
+            delete_parts_dir(parts_dir, txn.journal)
+            txn.event("compact_overlay", args={"namespace": ns, "archived": None, "resumed": True,
+                                               "maintenance_reason": txn.reason}, target_path=compact)
             return compact
         if not part_paths:
             raise SchemaError(f"Overlay parts not found for namespace {ns!r} in {parts_dir} (X2).",
@@ -83,33 +50,26 @@ def compact_overlay(ds, ns: str) -> Path:
         if compact.is_file():
             raise SchemaError(f"Overlay file already exists: {compact} (X2, L7).",
                               hint=f"Remove {compact} (or the parts directory) and rerun the compaction.")
-        reg = ds._registry(required=True)
-        ds._freeze(reg)
+        txn.freeze()
         src = find_overlay(paths, ns)
         if src.key is None:
             raise SchemaError(f"Overlay parts of {ns!r} are missing usr:overlay_key metadata (X2).",
                               hint="Remove the parts without metadata or rewrite them with USR.")
         check_key_name(src.key)
         if ns not in RESERVED_NAMESPACES:
-            check_conformance(src, reg)
-        meta = {k: v for k, v in src.first.meta.items() if k.startswith("usr:")}
-        meta.update(shared_extra_metadata(src))
-        meta[META_OVERLAY_NAMESPACE] = meta.get(META_OVERLAY_NAMESPACE) or ns
-        meta[META_OVERLAY_KEY] = src.key
-        meta[META_OVERLAY_CREATED_AT] = ts()
-        meta[META_REGISTRY_HASH] = hash_registry(reg)
-        if ns in RESERVED_NAMESPACES:
-            meta.pop(META_NAMESPACE_CONTRACT_HASH, None)
-        else:
-            meta[META_NAMESPACE_CONTRACT_HASH] = namespace_contract_hash(reg, ns)
-        meta[META_COMPACTED_PARTS] = json.dumps([p.path.name for p in src.parts])
+            check_conformance(src, txn.registry)
+        base = {k: v for k, v in src.first.meta.items() if k.startswith("usr:")}
+        base.update(shared_extra_metadata(src))
+        base[META_COMPACTED_PARTS] = json.dumps([p.path.name for p in src.parts])
+        meta = registry_metadata(ns, src.key, ts(txn.overlay_stamp(src)), txn.registry, base)
+        txn.journal.before_write(compact)
         rows = _write_view(src, compact, paths.compact_overlay_tmp(ns), meta)
         crash_point("compact:before-delete-parts")
-        delete_parts_dir(parts_dir)
+        delete_parts_dir(parts_dir, txn.journal)
         crash_point("compact:after-delete-parts")
-        ds.log_event("compact_overlay", args={"namespace": ns, "archived": None, "parts": len(src.parts),
-                                              "rows": rows, "maintenance_reason": gate.get("reason")},
-                     metrics={"parts": len(src.parts), "rows": rows}, target_path=compact)
+        txn.event("compact_overlay", args={"namespace": ns, "archived": None, "parts": len(src.parts),
+                                           "rows": rows, "maintenance_reason": txn.reason},
+                  metrics={"parts": len(src.parts), "rows": rows}, target_path=txn.wrote(compact))
     return compact
 
 

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 from ..base import base_metadata, m1_metadata, rewrite_base
 from ..errors import SchemaError
 from ..registry.registry import hash_registry
+from ..txn import Writer
 
 DEDUPE_KEYS = ("id", "sequence", "sequence_norm", "sequence_ci")
 KEEP = ("keep-first", "keep-last")
@@ -59,27 +60,26 @@ def keep_mask(keys: pa.Array, keep: str) -> tuple[np.ndarray, int]:
     return mask, int((counts > 1).sum())
 
 
-def dedupe(ds, key: str, keep: str = "keep-first", batch_size: int = 65536, dry_run: bool = False) -> DedupeStats:
-    gate = ds._require_gate("dedupe")
+def dedupe(w: Writer, key: str, keep: str = "keep-first", batch_size: int = 65536,
+           dry_run: bool = False) -> DedupeStats:
+    w.require_gate("dedupe")
     if key not in DEDUPE_KEYS:
         raise SchemaError(f"Unknown dedupe key {key!r}.", hint=f"Use one of: {', '.join(DEDUPE_KEYS)}.")
     if keep not in KEEP:
         raise SchemaError(f"Unknown keep policy {keep!r}.", hint=f"Use one of: {', '.join(KEEP)}.")
-    ds._require()
-    paths = ds.paths
+    w.require()
     if dry_run:  # X8 (div): counts only, no lock, no freeze, no write
-        mask, groups = keep_mask(dedupe_keys(paths.records, key), keep)
+        mask, groups = keep_mask(dedupe_keys(w.paths.records, key), keep)
         return DedupeStats(len(mask), int((~mask).sum()), groups, key, keep)
-    reg = ds._registry(required=True)
-    with ds.lock():
-        ds._require()
+    with w.transaction("dedupe", gate="dedupe") as txn:
+        paths = txn.paths
         mask, groups = keep_mask(dedupe_keys(paths.records, key), keep)
         stats = DedupeStats(len(mask), int((~mask).sum()), groups, key, keep)
         if stats.rows_dropped == 0:
             return stats
-        ds._freeze(reg)  # may restamp the base: same rows in the same order, so the mask still holds
+        txn.freeze()  # may restamp the base: same rows in the same order, so the mask still holds
         pf = pq.ParquetFile(paths.records)
-        meta = m1_metadata(base_metadata(paths), hash_registry(reg))
+        meta = m1_metadata(base_metadata(paths), hash_registry(txn.registry))
 
         def batches():
             start = 0
@@ -88,9 +88,9 @@ def dedupe(ds, key: str, keep: str = "keep-first", batch_size: int = 65536, dry_
                 start += batch.num_rows
                 yield batch.filter(pa.array(m))
 
-        rewrite_base(paths, pf.schema_arrow.remove_metadata(), batches, meta, label="dedupe")
+        rewrite_base(paths, pf.schema_arrow.remove_metadata(), batches, meta, label="dedupe", journal=txn.journal)
         args = {"key": key, "keep": keep, "rows_total": stats.rows_total, "rows_dropped": stats.rows_dropped,
-                "groups": stats.groups, "maintenance_reason": gate.get("reason")}
-        ds.log_event("dedupe", args=args, metrics={"rows_total": stats.rows_total,
-                                                   "rows_dropped": stats.rows_dropped, "groups": stats.groups})
+                "groups": stats.groups, "maintenance_reason": txn.reason}
+        txn.event("dedupe", args=args, metrics={"rows_total": stats.rows_total,
+                                                "rows_dropped": stats.rows_dropped, "groups": stats.groups})
     return stats

@@ -1,7 +1,6 @@
 """materialize (X6): fold overlays into records.parquet through the one merged read (O10)."""
 from __future__ import annotations
 
-
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -11,12 +10,12 @@ from ..base import base_metadata, m1_metadata, rewrite_base
 from ..contract import STATE_NS, TOMBSTONE_NS
 from ..errors import NamespaceError, SchemaError, option_hint
 from ..overlays.checks import check_conformance
-from ..overlays.discovery import OverlaySource, discover_overlays
+from ..overlays.discovery import OverlaySource, SourceKind, discover_overlays
 from ..overlays.keys import check_key_name
 from ..registry.registry import hash_registry
-from ..storage.atomic import crash_point, fsync_dir
-from .compact import delete_parts_dir, finish_pending_compaction
-from .ops import archive_target, move_overlay
+from ..storage.atomic import crash_point
+from ..txn import Writer
+from .archive import archive
 
 
 def _selection(sources: list[OverlaySource], namespaces) -> list[OverlaySource]:
@@ -42,22 +41,18 @@ def _check_source(src: OverlaySource, reg) -> None:
     check_conformance(src, reg)
 
 
-def materialize(ds, namespaces=None, keep_overlays: bool = True, archive_overlays: bool = False,
+def materialize(w: Writer, namespaces=None, keep_overlays: bool = True, archive_overlays: bool = False,
                 drop_deleted: bool = False) -> dict | None:
-    gate = ds._require_gate("materialize")
-    ds._require()
-    reg = ds._registry(required=True)
-    paths = ds.paths
-    with ds.lock():
-        ds._require()
+    with w.transaction("materialize", gate="materialize") as txn:
+        paths, reg = txn.paths, txn.registry
         selected = _selection(discover_overlays(paths), namespaces)
         if not selected and not drop_deleted:
             return None
         for src in selected:
             _check_source(src, reg)
-        ds._freeze(reg)
+        txn.freeze()
         for src in selected:
-            finish_pending_compaction(paths, src.namespace)
+            txn.finish_pending_compaction(src.namespace)
         base = pq.ParquetFile(paths.records)
         rows_before = base.metadata.num_rows
         types = {f.name: f.type for f in base.schema_arrow}
@@ -74,29 +69,24 @@ def materialize(ds, namespaces=None, keep_overlays: bool = True, archive_overlay
 
         meta = m1_metadata(base_metadata(paths), hash_registry(reg))
         overlays = [{"namespace": s.namespace, "key": s.key,
-                     "fingerprint": ev.fingerprint(s.path if s.kind == "compact" else s.parts[-1].path)}
+                     "fingerprint": ev.fingerprint(s.path if s.kind == SourceKind.COMPACT else s.parts[-1].path)}
                     for s in selected]
         tomb = paths.compact_overlay(TOMBSTONE_NS)
-        rows_after = rewrite_base(paths, schema, batches, meta, label="materialize")
+        rows_after = rewrite_base(paths, schema, batches, meta, label="materialize", journal=txn.journal)
         crash_point("materialize:after-base")
         archived = {}
         for src in selected:
             if archive_overlays:
-                target = archive_target(paths, src.namespace, src.kind == "compact")
-                move_overlay(src.path, target)
+                target = archive(paths, src.namespace, src.path, src.kind == SourceKind.COMPACT, txn.journal)
                 archived[src.namespace] = str(target)
             elif not keep_overlays:
-                if src.kind == "compact":
-                    src.path.unlink(missing_ok=True)
-                    fsync_dir(src.path.parent)
-                else:
-                    delete_parts_dir(src.path)
+                txn.journal.delete(src.path)
         args = {"namespaces": names, "keep_overlays": keep_overlays, "archive_overlays": archive_overlays,
                 "drop_deleted": drop_deleted, "overlays": overlays, "archived": archived,
                 "tombstones": ev.fingerprint(tomb) if tomb.is_file() else None,
-                "rows_before": rows_before, "rows_after": rows_after, "maintenance_reason": gate.get("reason")}
-        ds.log_event("materialize", args=args,
-                     metrics={"rows_before": rows_before, "rows_after": rows_after,
-                              "rows_dropped": rows_before - rows_after, "overlays": len(selected)})
+                "rows_before": rows_before, "rows_after": rows_after, "maintenance_reason": txn.reason}
+        txn.event("materialize", args=args,
+                  metrics={"rows_before": rows_before, "rows_after": rows_after,
+                           "rows_dropped": rows_before - rows_after, "overlays": len(selected)})
     return {"namespaces": names, "rows": rows_after, "rows_dropped": rows_before - rows_after,
             "archived": archived}

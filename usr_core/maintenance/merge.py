@@ -12,9 +12,10 @@ from ..contract import MUTATION_RESERVED_NAMESPACES, REQUIRED_COLUMNS
 from ..errors import DuplicateIDError, SchemaError
 from ..overlays import write as ow
 from ..overlays.checks import check_conformance
-from ..overlays.discovery import find_overlay
+from ..overlays.discovery import SourceKind, find_overlay
 from ..overlays.keys import normalize_keys
 from ..registry.registry import hash_registry
+from ..txn import Writer
 
 COLUMNS_MODES = ("require-same", "union")
 COERCE_MODES = ("none", "to-dest")
@@ -121,97 +122,104 @@ def plan_rows(dest_keys: pa.Table, src_keys: pa.Table, duplicate_policy: str, av
     return src_keep, dest_keep, n_dup, replaced, skipped, casefold_dropped
 
 
-def _check_carry(dest_ds, src_ds, carry) -> list:
+def _check_carry(dest: Writer, src: Writer, carry, reg) -> list:
     out = []
     for ns in carry:
         if ns in MUTATION_RESERVED_NAMESPACES:
             raise SchemaError(f"Namespace {ns!r} is reserved and cannot be carried (X9).",
                               hint="Carry only ordinary namespaces.")
-        src = find_overlay(src_ds.paths, ns)
-        if src is None:
-            raise SchemaError(f"Src dataset {src_ds.name!r} has no overlay {ns!r} to carry (X9).",
+        src_overlay = find_overlay(src.paths, ns)
+        if src_overlay is None:
+            raise SchemaError(f"Src dataset {src.name!r} has no overlay {ns!r} to carry (X9).",
                               hint="Check --carry-namespace.")
-        dst = find_overlay(dest_ds.paths, ns)
-        for side, s in (("src", src), ("dest", dst)):
-            if s is not None and (s.kind != "compact" or s.key != "id"):
+        dst = find_overlay(dest.paths, ns)
+        for side, s in (("src", src_overlay), ("dest", dst)):
+            if s is not None and (s.kind != SourceKind.COMPACT or s.key != "id"):
                 raise SchemaError(f"Carrying {ns!r} needs a compact id-keyed overlay on the {side} side (X9).",
                                   hint=f"Compact it first (usr maintenance overlay-compact --namespace {ns}).")
-        check_conformance(src, dest_ds._registry(required=True))
-        table = pq.read_table(src.path).replace_schema_metadata(None)
+        check_conformance(src_overlay, reg)
+        table = pq.read_table(src_overlay.path).replace_schema_metadata(None)
         keys = normalize_keys(table["id"], "id")
-        ow._check_duplicates(keys.drop_null())
+        ow.check_duplicates(keys.drop_null())
         out.append((ns, table.set_column(table.column_names.index("id"), "id", keys)))
     return out
 
 
-def merge(root, dest, src, *, columns_mode: str = "require-same", coerce_overlap: str = "none",
+@dataclass
+class _Plan:
+    dest_file: pq.ParquetFile
+    src_file: pq.ParquetFile
+    schema: pa.Schema
+    src_keep: pa.Array
+    dest_keep: pa.Array
+    src_keys: pa.Table
+    preview: MergePreview
+
+
+def _plan(dest: Writer, src: Writer, columns_mode, coerce_overlap, duplicate_policy, avoid_casefold_dups,
+          dry_run) -> _Plan:
+    dpf, spf = pq.ParquetFile(dest.paths.records), pq.ParquetFile(src.paths.records)
+    check_essentials(dpf.schema_arrow, dest.paths.records)
+    check_essentials(spf.schema_arrow, src.paths.records)
+    schema = plan_schema(dpf.schema_arrow.remove_metadata(), spf.schema_arrow.remove_metadata(), columns_mode,
+                         coerce_overlap)
+    dk, sk = _keys(dest.paths.records), _keys(src.paths.records)
+    src_keep, dest_keep, n_dup, replaced, skipped, cf = plan_rows(dk, sk, duplicate_policy, avoid_casefold_dups)
+    added = pc.sum(src_keep).as_py() or 0
+    preview = MergePreview(dest.name, src.name, columns_mode, duplicate_policy, dk.num_rows, sk.num_rows,
+                           n_dup, replaced, skipped, cf, added, dk.num_rows - replaced + added, len(schema),
+                           dry_run=dry_run)
+    return _Plan(dpf, spf, schema, src_keep, dest_keep, sk, preview)
+
+
+def merge(dest: Writer, src: Writer, *, columns_mode: str = "require-same", coerce_overlap: str = "none",
           duplicate_policy: str = "error", avoid_casefold_dups: bool = True, carry_namespaces=(),
           dry_run: bool = False, reason: str = "", actor=None) -> MergePreview:
-    from ..dataset import Dataset
-
+    """X9: the base rows of `src` appended to `dest` (both writers of one root)."""
     _check_options(columns_mode, coerce_overlap, duplicate_policy)
-    dest_ds = dest if isinstance(dest, Dataset) else Dataset(root, dest)
-    src_ds = src if isinstance(src, Dataset) else Dataset(root, src)
-    if dest_ds.dir.resolve() == src_ds.dir.resolve():
-        raise SchemaError(f"Cannot merge {src_ds.name!r} into itself (X9).", hint="Pick two different datasets.")
-    dest_ds._require()
-    src_ds._require()
-    reg = dest_ds._registry(required=True)
+    if dest.paths.dir.resolve() == src.paths.dir.resolve():
+        raise SchemaError(f"Cannot merge {src.name!r} into itself (X9).", hint="Pick two different datasets.")
+    dest.require()
+    src.require()
     carry_namespaces = list(carry_namespaces or ())
-
-    def compute():
-        dpf, spf = pq.ParquetFile(dest_ds.records_path), pq.ParquetFile(src_ds.records_path)
-        check_essentials(dpf.schema_arrow, dest_ds.records_path)
-        check_essentials(spf.schema_arrow, src_ds.records_path)
-        schema = plan_schema(dpf.schema_arrow.remove_metadata(), spf.schema_arrow.remove_metadata(), columns_mode,
-                             coerce_overlap)
-        dk, sk = _keys(dest_ds.records_path), _keys(src_ds.records_path)
-        src_keep, dest_keep, n_dup, replaced, skipped, cf = plan_rows(dk, sk, duplicate_policy, avoid_casefold_dups)
-        added = pc.sum(src_keep).as_py() or 0
-        preview = MergePreview(dest_ds.name, src_ds.name, columns_mode, duplicate_policy, dk.num_rows, sk.num_rows,
-                               n_dup, replaced, skipped, cf, added, dk.num_rows - replaced + added, len(schema),
-                               dry_run=dry_run)
-        return dpf, spf, schema, src_keep, dest_keep, sk, preview
-
+    options = (columns_mode, coerce_overlap, duplicate_policy, avoid_casefold_dups, dry_run)
     if dry_run:
-        *_, preview = compute()
-        _check_carry(dest_ds, src_ds, carry_namespaces)
-        return preview
-    with dest_ds.maintenance(reason=reason or "merge", actor=actor):
-        gate = dest_ds._require_gate("merge")
-        with dest_ds.lock():
-            dest_ds._require()
-            dpf, spf, schema, src_keep, dest_keep, sk, preview = compute()
-            carry = _check_carry(dest_ds, src_ds, carry_namespaces)
-            dest_ds._freeze(reg)
-            dpf = pq.ParquetFile(dest_ds.records_path)  # the freeze may have restamped (same rows)
-            meta = m1_metadata(base_metadata(dest_ds.paths), hash_registry(reg))
-            src_keep_np = src_keep.to_numpy(zero_copy_only=False)
-            dest_keep_np = dest_keep.to_numpy(zero_copy_only=False)
+        plan = _plan(dest, src, *options)
+        _check_carry(dest, src, carry_namespaces, dest.registry(required=True))
+        return plan.preview
+    with dest.maintenance(reason=reason or "merge", actor=actor), dest.transaction("merge_datasets") as txn:
+        plan = _plan(dest, src, *options)
+        preview = plan.preview
+        carry = _check_carry(dest, src, carry_namespaces, txn.registry)
+        txn.freeze()
+        dpf = pq.ParquetFile(dest.paths.records)  # the freeze may have restamped (same rows)
+        meta = m1_metadata(base_metadata(dest.paths), hash_registry(txn.registry))
+        src_keep_np = plan.src_keep.to_numpy(zero_copy_only=False)
+        dest_keep_np = plan.dest_keep.to_numpy(zero_copy_only=False)
 
-            def batches():
-                for pf, mask in ((dpf, dest_keep_np), (spf, src_keep_np)):
-                    start = 0
-                    for batch in pf.iter_batches(65536):
-                        m = mask[start:start + batch.num_rows]
-                        start += batch.num_rows
-                        yield _conform(batch.filter(pa.array(m)), schema)
+        def batches():
+            for pf, mask in ((dpf, dest_keep_np), (plan.src_file, src_keep_np)):
+                start = 0
+                for batch in pf.iter_batches(65536):
+                    m = mask[start:start + batch.num_rows]
+                    start += batch.num_rows
+                    yield _conform(batch.filter(pa.array(m)), plan.schema)
 
-            rewrite_base(dest_ds.paths, schema, batches, meta, label="merge")
-            surviving = sk["id"].filter(src_keep)
-            for ns, table in carry:
-                rows = table.filter(pc.is_in(table["id"], value_set=surviving.combine_chunks()))
-                written, _missing, _total = ow.write_compact(dest_ds, ns, rows, key="id", reg=reg,
-                                                             allow_overwrite=True, allow_missing=True)
-                preview.carried[ns] = written
-            counts = {"rows_dest": preview.rows_dest, "rows_src": preview.rows_src, "duplicates": preview.duplicates,
-                      "rows_replaced": preview.rows_replaced, "rows_skipped": preview.rows_skipped,
-                      "casefold_dropped": preview.casefold_dropped, "rows_added": preview.rows_added,
-                      "rows_total": preview.rows_total, "columns_total": preview.columns_total}
-            args = {"src": src_ds.name, "dest": dest_ds.name, "columns_mode": columns_mode,
-                    "coerce_overlap": coerce_overlap, "duplicate_policy": duplicate_policy,
-                    "avoid_casefold_dups": avoid_casefold_dups, "carry_namespaces": carry_namespaces,
-                    "carried": dict(preview.carried), **counts, "maintenance_reason": gate.get("reason")}
-            dest_ds.log_event("merge_datasets", args=args, metrics={**counts, "carried": sum(preview.carried.values())})
+        rewrite_base(dest.paths, plan.schema, batches, meta, label="merge", journal=txn.journal)
+        surviving = plan.src_keys["id"].filter(plan.src_keep)
+        for ns, table in carry:
+            rows = table.filter(pc.is_in(table["id"], value_set=surviving.combine_chunks()))
+            written, _missing, _total = ow.write_compact(dest.paths, ns, rows, key="id", reg=txn.registry,
+                                                         journal=txn.journal, allow_overwrite=True,
+                                                         allow_missing=True)
+            preview.carried[ns] = written
+        counts = {"rows_dest": preview.rows_dest, "rows_src": preview.rows_src, "duplicates": preview.duplicates,
+                  "rows_replaced": preview.rows_replaced, "rows_skipped": preview.rows_skipped,
+                  "casefold_dropped": preview.casefold_dropped, "rows_added": preview.rows_added,
+                  "rows_total": preview.rows_total, "columns_total": preview.columns_total}
+        args = {"src": src.name, "dest": dest.name, "columns_mode": columns_mode,
+                "coerce_overlap": coerce_overlap, "duplicate_policy": duplicate_policy,
+                "avoid_casefold_dups": avoid_casefold_dups, "carry_namespaces": carry_namespaces,
+                "carried": dict(preview.carried), **counts, "maintenance_reason": txn.reason}
+        txn.event("merge_datasets", args=args, metrics={**counts, "carried": sum(preview.carried.values())})
     return preview
-

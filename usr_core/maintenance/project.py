@@ -27,13 +27,10 @@ def _columns(src_ds, ns: str, columns) -> list[str]:
 
 def project_overlay(src_ds, dest_ds, namespace: str, src_join: str = "id", dest_join: str = "id", columns=None,
                     overwrite: bool = True, allow_missing: bool = False, dry_run: bool = False) -> dict:
-    from ..dataset import Dataset
-
-    if not isinstance(src_ds, Dataset):
-        src_ds = Dataset(dest_ds.root, src_ds)
+    """`src_ds` and `dest_ds` are Datasets (this module uses their public API only)."""
     ow.check_writable_namespace(namespace)
-    src_ds._require()
-    dest_ds._require()
+    src_ds.writer.require()
+    dest_ds.writer.require()
     cols = _columns(src_ds, namespace, columns)
     view = src_ds.read_table(columns=list(dict.fromkeys([src_join] + cols)))
     keys = normalize_keys(view[src_join], "id")

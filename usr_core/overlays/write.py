@@ -1,13 +1,18 @@
 """Overlay writes: compact attach / write_overlay (O5), part writes (O6), create_overlay (O7).
 
-Functions take the `Dataset` facade (`ds`) for its lock, auto-freeze and event helpers.
+The checks and encodings of overlay writes, and the file steps; each step that publishes a file records
+its before-image in the transaction's journal first.  The transactions themselves are in usr_core/ops/.
 """
 from __future__ import annotations
 
+import ctypes
+import datetime as dt
+import hashlib
 import json
 import os
 import shutil
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pyarrow as pa
@@ -15,15 +20,16 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..contract import MUTATION_RESERVED_NAMESPACES, REQUIRED_COLUMNS, ts
-from ..errors import NamespaceError, SchemaError
+from ..errors import NamespaceError, SchemaError, TypeMismatchError
 from ..errors import option_hint
-from ..layout import check_namespace_name
-from ..registry.registry import Registry, hash_registry, namespace_contract_hash
+from ..journal import Journal
+from ..layout import DatasetPaths, check_namespace_name
+from ..registry.registry import Registry
 from ..registry.types import conforms, parse_type
 from ..storage.atomic import crash_point, fsync_dir, write_bytes
 from .checks import check_sequence_keys
-from .discovery import find_overlay, list_part_paths, load_part, new_part_name  # noqa: F401 (re-export)
-from .encoding import cluster_by_key, encode_overlay_file, overlay_metadata, write_overlay_file
+from .discovery import load_part, new_part_name
+from .encoding import cluster_by_key, encode_overlay_file, registry_metadata, write_overlay_file
 from .inputs import coerce_column
 from .keymatch import duplicate_keys, present_in
 from .keys import normalize_keys, trimmed_fixed_width
@@ -103,7 +109,7 @@ def _check_missing_keys(keys: pa.Array, raw: pa.Array) -> None:
                           hint="Every overlay row needs a key; drop those rows.")
 
 
-def _check_duplicates(keys: pa.Array) -> None:
+def check_duplicates(keys: pa.Array) -> None:
     dup = duplicate_keys(keys)
     if dup is None:
         counts = pc.value_counts(keys)
@@ -113,26 +119,26 @@ def _check_duplicates(keys: pa.Array) -> None:
                           hint="Each key may appear once per write; deduplicate the input.")
 
 
-def match_base(ds, table: pa.Table, key: str, allow_missing: bool) -> tuple[pa.Table, int]:
+def match_base(paths: DatasetPaths, table: pa.Table, key: str, allow_missing: bool) -> tuple[pa.Table, int]:
     """Keep rows whose key is in the base; SchemaError for others unless allow_missing."""
     base_col = "id" if key == "id" else "sequence"
     if key != "id":
-        check_sequence_keys(ds.paths, key)
+        check_sequence_keys(paths, key)
     keys = _one_chunk(table[key])
     mask = None
     if key == "id":
-        with pq.ParquetFile(ds.paths.records) as pf:
+        with pq.ParquetFile(paths.records) as pf:
             groups = (_one_chunk(pf.read_row_group(i, columns=[base_col])[0]) for i in range(pf.num_row_groups))
             mask = present_in(keys, groups, pf.metadata.num_rows)
     if mask is None:
-        base_keys = normalize_keys(pq.read_table(ds.paths.records, columns=[base_col])[base_col], key)
+        base_keys = normalize_keys(pq.read_table(paths.records, columns=[base_col])[base_col], key)
         present = pc.is_in(keys, value_set=base_keys)
     else:
         present = pa.array(mask)
     missing = len(present) - pc.sum(present).as_py() if len(present) else 0
     if missing and not allow_missing:
         sample = keys.filter(pc.invert(present)).to_pylist()[:5]
-        raise SchemaError(f"{missing} key(s) not found in dataset {ds.name!r}: {sample}",
+        raise SchemaError(f"{missing} key(s) not found in dataset {paths.name!r}: {sample}",
                           **option_hint("Pass {} to drop them.", "allow_missing"))
     return (table.filter(present) if missing else table), missing
 
@@ -148,7 +154,7 @@ def _normalise_key_column(table: pa.Table, key: str) -> pa.Table:
     else:
         keys = normalize_keys(raw, key)
         _check_missing_keys(keys, raw)
-    _check_duplicates(keys)
+    check_duplicates(keys)
     return table.set_column(table.column_names.index(key), key, keys)
 
 
@@ -185,7 +191,7 @@ def _existing_compact(path: Path, table: pa.Table, key: str, allow_overwrite: bo
                           f"not {key!r} (O5).", **option_hint("Attach with {}.", "key", part.meta.get("usr:overlay_key")))
     existing = pq.read_table(path)
     existing = existing.set_column(existing.column_names.index(key), key, normalize_keys(existing[key], key))
-    _check_duplicates(existing[key].combine_chunks())
+    check_duplicates(existing[key].combine_chunks())
     shared = [c for c in table.column_names if c != key and c in existing.column_names]
     if shared and not allow_overwrite:
         raise NamespaceError(f"Columns already exist in {path.name}: {shared}.",
@@ -193,14 +199,11 @@ def _existing_compact(path: Path, table: pa.Table, key: str, allow_overwrite: bo
     return existing
 
 
-def write_compact(ds, ns: str, table: pa.Table, *, key: str, reg: Registry, allow_overwrite: bool,
-                  allow_missing: bool, reserved_ok: bool = False) -> tuple[int, int, int]:
-    """Shared O5 core under the lock; returns (rows_written, rows_missing, rows_total)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    path = ds.paths.compact_overlay(ns)
-    contract = None if ns == "usr" else namespace_contract_hash(reg, ns)
-    meta = overlay_metadata(ns, key, ts(), hash_registry(reg), contract)
+def write_compact(paths: DatasetPaths, ns: str, table: pa.Table, *, key: str, reg: Registry, journal: Journal,
+                  allow_overwrite: bool, allow_missing: bool) -> tuple[int, int, int]:
+    """The O5 upsert under the lock; returns (rows_written, rows_missing, rows_total)."""
+    path = paths.compact_overlay(ns)
+    meta = registry_metadata(ns, key, ts(), reg)
 
     def build(t: pa.Table) -> tuple[int, pa.Buffer]:
         result = upsert_compact(_existing_compact(path, t, key, allow_overwrite), t, key)
@@ -208,9 +211,10 @@ def write_compact(ds, ns: str, table: pa.Table, *, key: str, reg: Registry, allo
 
     with ThreadPoolExecutor(1) as pool:  # build the file while the keys are checked; used if all match
         guess = pool.submit(build, table)
-        matched, missing = match_base(ds, table, key, allow_missing)
+        matched, missing = match_base(paths, table, key, allow_missing)
         total, data = build(matched) if missing else guess.result()
-    write_bytes(path, data, tmp=ds.paths.compact_overlay_tmp(ns), label="compact")
+    journal.before_write(path)
+    write_bytes(path, data, tmp=paths.compact_overlay_tmp(ns), label="compact")
     return matched.num_rows, missing, total
 
 
@@ -220,8 +224,9 @@ def conforming_column(col, name: str, registry_type: str) -> pa.Array:
     if pa.types.is_null(arr.type):
         return pa.nulls(len(arr), parse_type(registry_type))
     if not conforms(arr.type, registry_type):
-        raise SchemaError(f"type mismatch for {name}: {arr.type} does not conform to {registry_type}.",
-                          hint=f"Cast the column to {registry_type} before writing.")
+        raise TypeMismatchError(f"type mismatch for {name}: {arr.type} does not conform to {registry_type}.",
+                                column=name, got=arr.type, expected=registry_type,
+                                hint=f"Cast the column to {registry_type} before writing.")
     return arr
 
 
@@ -287,37 +292,34 @@ def prepare_part_table(ns: str, table: pa.Table, *, key: str, key_col: str | Non
     return _normalise_key_column(pa.Table.from_arrays(arrays, names), key)
 
 
-def promote_compact(ds, ns: str) -> Path | None:
-    """O6.1: move an existing compact file unchanged into the parts directory under a new part name."""
-    compact = ds.paths.compact_overlay(ns)
+def promote_compact(paths: DatasetPaths, ns: str, journal: Journal, *, before: dt.datetime) -> Path | None:
+    """O6.1: move an existing compact file unchanged into the parts directory under a new part name,
+    one that sorts before the part stamped `before` that is written next."""
+    compact = paths.compact_overlay(ns)
     if not compact.is_file():
         return None
-    parts_dir = ds.paths.parts_dir(ns)
-    parts_dir.mkdir(parents=True, exist_ok=True)
-    target = parts_dir / new_part_name()
+    target = paths.parts_dir(ns) / new_part_name(before - dt.timedelta(microseconds=1))
     crash_point("promote:before-rename")
-    os.rename(compact, target)
+    journal.rename(compact, target)
     crash_point("promote:after-rename")
-    fsync_dir(parts_dir)
-    fsync_dir(compact.parent)
     return target
 
 
-def match_and_encode(ds, table: pa.Table, key: str, allow_missing: bool,
+def match_and_encode(paths: DatasetPaths, table: pa.Table, key: str, allow_missing: bool,
                      meta: dict[str, str]) -> tuple[pa.Table, int, pa.Buffer | None]:
     """match_base, while a second thread encodes the part file; the bytes are only returned when
     every key matched (else the caller writes the filtered table).  Nothing touches the disk here."""
-    from concurrent.futures import ThreadPoolExecutor
-
     with ThreadPoolExecutor(1) as pool:
         encoded = pool.submit(encode_overlay_file, table, key, meta)
-        matched, missing = match_base(ds, table, key, allow_missing)
+        matched, missing = match_base(paths, table, key, allow_missing)
         return matched, missing, (None if missing else encoded.result())
 
 
-def write_part_file(parts_dir: Path, table: pa.Table, meta: dict[str, str], encoded: pa.Buffer | None = None) -> Path:
-    parts_dir.mkdir(parents=True, exist_ok=True)
-    final = parts_dir / new_part_name()
+def write_part_file(parts_dir: Path, table: pa.Table, meta: dict[str, str], encoded: pa.Buffer | None, *,
+                    when: dt.datetime, journal: Journal) -> Path:
+    """A new part named after its created_at `when` (L5)."""
+    final = parts_dir / new_part_name(when)
+    journal.before_write(final)
     tmp = final.with_name(final.name + ".tmp")
     if encoded is not None:
         write_bytes(final, encoded, tmp=tmp, label="part")
@@ -326,10 +328,8 @@ def write_part_file(parts_dir: Path, table: pa.Table, meta: dict[str, str], enco
     return final
 
 
-def update_digest_ledger(parts_dir: Path, new_parts: list[Path]) -> None:
+def update_digest_ledger(parts_dir: Path, new_parts: list[Path], journal: Journal) -> None:
     """O6.3: an existing digest_ledger.json gets {name, path, digest} entries for new parts."""
-    import hashlib
-
     ledger = parts_dir / "digest_ledger.json"
     if not ledger.is_file():
         return
@@ -339,21 +339,15 @@ def update_digest_ledger(parts_dir: Path, new_parts: list[Path]) -> None:
         digest = hashlib.sha256(p.read_bytes()).hexdigest()
         entries.append({"name": p.name, "path": str(p), "digest": f"sha256:{digest}"})
     payload = {**data, "entries": entries} if isinstance(data, dict) else entries
+    journal.before_write(ledger)
     write_bytes(ledger, json.dumps(payload, indent=2).encode(), tmp=ledger.with_name("digest_ledger.json.tmp"))
 
 
-def check_part_key(ds, ns: str, key: str) -> None:
-    """M3: all parts share one key; a compact file that will be promoted must share it too."""
-    src = find_overlay(ds.paths, ns)
-    if src is not None and src.key and src.key != key:
-        raise SchemaError(f"Overlay {ns!r} is keyed by {src.key!r}; cannot add a part keyed by {key!r} (M3).",
-                          **option_hint("Write with {}.", "key", src.key))
-
-
-def stage_create(ds, ns: str, table: pa.Table, meta: dict[str, str]) -> Path:
+def stage_create(paths: DatasetPaths, ns: str, table: pa.Table, meta: dict[str, str], journal: Journal) -> Path:
     """O7: stage a private parts directory, read it back and compare."""
-    staging = ds.paths.derived / f".{ns}.staging-{uuid.uuid4().hex}"
-    staging.mkdir(parents=True)
+    staging = paths.derived / f".{ns}.staging-{uuid.uuid4().hex}"
+    journal.before_write(staging)
+    staging.mkdir()
     part = staging / new_part_name()
     key = table.column_names[0]
     write_overlay_file(part, table, key, meta, tmp=part.with_name(part.name + ".tmp"), label="create")
@@ -370,8 +364,6 @@ def publish_noreplace(staging: Path, target: Path) -> None:
     if os.path.lexists(target) or os.path.lexists(str(target) + ".parquet"):
         raise FileExistsError(f"Overlay already exists: {target}")
     try:
-        import ctypes
-
         libc = ctypes.CDLL(None, use_errno=True)
         AT_FDCWD, RENAME_NOREPLACE = -100, 1
         rc = libc.renameat2(AT_FDCWD, os.fsencode(staging), AT_FDCWD, os.fsencode(target), RENAME_NOREPLACE)
