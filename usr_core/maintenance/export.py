@@ -124,7 +124,7 @@ def check_format(fmt) -> str:
 
 def export(ds, fmt: str, out_path, columns=None, include_deleted: bool = False) -> Path:
     fmt = check_format(fmt)  # before touching disk
-    ds._require()
+    ds.writer.require()
     out = Path(out_path)
     schema = rd.output_schema(ds.paths, columns, True, include_deleted)
     batches = rd.scan(ds.paths, columns=columns, include_overlays=True, include_deleted=include_deleted)

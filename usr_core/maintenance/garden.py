@@ -28,7 +28,7 @@ def _split(data: bytes) -> tuple[list[bytes], list[dict]]:
 
 def garden_event_log(ds, retain_last: int = 1000, write: bool = False, acknowledge_cursor_reset: bool = False,
                      reason: str = "") -> dict:
-    ds._require()
+    ds.writer.require()
     if not isinstance(retain_last, int) or isinstance(retain_last, bool) or retain_last < 1:
         raise ValueError(f"retain_last must be an integer >= 1, got {retain_last!r}.")
     paths = ds.paths
@@ -53,7 +53,7 @@ def garden_event_log(ds, retain_last: int = 1000, write: bool = False, acknowled
         # the event is part of the atomically written new log: appending it would need the event lock again
         line = ev.build_event(paths, "event_log_garden", args=args,
                               metrics={"lines_before": len(lines), "lines_removed": len(lines) - len(kept)},
-                              maintenance={"reason": reason} if reason else {}, registry_hash=ds._hash())
+                              maintenance={"reason": reason} if reason else {}, registry_hash=ds.writer.registry_hash())
         write_bytes(archive, data, tmp=archive.with_name(archive.name + ".tmp"), label="garden-archive")
         write_bytes(paths.events, b"".join(kept) + line,
                     tmp=paths.dir / f".events.{uuid.uuid4().hex[:8]}.log", label="garden")
