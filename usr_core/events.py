@@ -179,7 +179,8 @@ def build_event(paths: DatasetPaths, action: str, *, args=None, metrics=None, ar
 
 
 def check_log_files(paths: DatasetPaths) -> None:
-    """E8 before any data change: the log and its lock, when present, are regular files, not links."""
+    """E8 before any data change: the log and its lock, when present, are regular files, not links, and the log
+    opens for appending (else EnvironmentFailure: a mutation must not change data it cannot log)."""
     for path in (paths.events, paths.events_lock):
         try:
             st = os.lstat(path)
@@ -192,6 +193,15 @@ def check_log_files(paths: DatasetPaths) -> None:
         if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
             raise UnsafePathError(f"Event log file {path} is not a regular file with one link (a hard link?).",
                                   path=path, hint="Replace it with a copy of the file; nothing was changed.")
+        if path == paths.events:  # it must take an append (a read-only log, a read-only disk) before any change
+            try:
+                os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)))
+            except OSError as exc:
+                failure = environment_failure(exc, f"Cannot open the event log {path} for appending")
+                if failure is None:
+                    raise
+                failure.hint = f"{failure.hint} Nothing was changed."
+                raise failure from exc
 
 
 def append_line(paths: DatasetPaths, data: bytes) -> None:

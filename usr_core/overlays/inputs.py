@@ -10,10 +10,92 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from ..errors import SchemaError, option_hint
+from ..errors import SchemaError, environment_failure, option_hint
 from ..registry.types import canonical_type, parse_type
 
 SUPPORTED = (".parquet", ".csv", ".jsonl", ".json")
+
+# Inputs of any size that fit the machine (issue 13 item 8): the reader's block starts at FIRST_BLOCK and
+# grows x16 (up to the file size) whenever one line or object is larger than a block.
+FIRST_BLOCK = 4 << 20
+MAX_BLOCK = 2**31 - 1  # the readers' block size is an int32
+# A header this wide is a mistake, and parsing 10^6 columns takes minutes: refused before reading the rows.
+MAX_INPUT_COLUMNS = 10_000
+_HEADER_PROBE = 1 << 20
+
+
+def _input_error(path: Path, fmt: str, exc: BaseException) -> Exception:
+    failure = environment_failure(exc, f"Cannot read {path}")
+    if failure is not None:
+        return failure
+    shape = {"csv": "a header line naming its columns", "jsonl": "one JSON object per line"}.get(fmt, "")
+    return SchemaError(f"Cannot parse {path} as {fmt.upper()}: {exc}",
+                       hint=f"Check that {path.name} is UTF-8 {fmt.upper()} with {shape}; nothing was changed.")
+
+
+def _check_csv_header(path: Path) -> None:
+    """Refuse an empty file and a header wider than MAX_INPUT_COLUMNS (counted on the raw first line)."""
+    with open(path, "rb") as fh:
+        head = fh.read(_HEADER_PROBE)
+        if not head.strip():
+            raise SchemaError(f"{path} is empty.", hint="A CSV input needs a header line naming its columns "
+                                                        "(e.g. `id,mock__score`) and one line per row.")
+        commas = head.split(b"\n", 1)[0].count(b",")
+        while b"\n" not in head and commas < MAX_INPUT_COLUMNS:
+            chunk = fh.read(_HEADER_PROBE)
+            if not chunk:
+                break
+            head = chunk
+            commas += chunk.split(b"\n", 1)[0].count(b",")
+    if commas >= MAX_INPUT_COLUMNS:  # commas inside quoted names only lower the true count
+        raise SchemaError(f"{path} has more than {MAX_INPUT_COLUMNS} columns in its header line.",
+                          hint="Keep only the columns you need (the key and the namespace's columns), e.g. with "
+                               "`cut -d, -f...`; nothing was changed.")
+
+
+def _growing_block(path: Path, fmt: str, read):
+    """read(block_size) with the block grown x16 while a line/object straddles two blocks."""
+    size, block = path.stat().st_size, FIRST_BLOCK
+    while True:
+        try:
+            return read(block)
+        except (pa.ArrowInvalid, UnicodeDecodeError, OSError) as exc:
+            if "straddl" in str(exc) and block <= size and block < MAX_BLOCK:
+                block = min(block * 16, size + 1, MAX_BLOCK)
+                continue
+            if "straddl" in str(exc):
+                raise SchemaError(f"{path} has a line or object over {MAX_BLOCK} bytes, more than the reader "
+                                  "handles.", hint="Split the value or use a parquet input; nothing was changed.")
+            raise _input_error(path, fmt, exc) from exc
+
+
+def read_csv(path, *, column_types: dict | None = None, all_strings: bool = False, null_values=None,
+             strings_can_be_null: bool = True) -> pa.Table:
+    """A CSV file of any size as an Arrow table: clear SchemaError for an empty file, a too-wide header or a parse
+    error; EnvironmentFailure for disk/permission errors. `all_strings` reads every column as string."""
+    path = Path(path)
+    try:
+        _check_csv_header(path)
+    except OSError as exc:
+        raise _input_error(path, "csv", exc) from exc
+
+    def read(block: int) -> pa.Table:
+        ropts = pacsv.ReadOptions(block_size=block)
+        types = dict(column_types or {})
+        if all_strings:
+            types = {name: pa.string() for name in pacsv.open_csv(path, read_options=ropts).schema.names}
+        copts = pacsv.ConvertOptions(column_types=types, strings_can_be_null=strings_can_be_null,
+                                     **({"null_values": null_values} if null_values is not None else {}))
+        return pacsv.read_csv(path, read_options=ropts, convert_options=copts)
+
+    return _growing_block(path, "csv", read)
+
+
+def read_jsonl(path) -> pa.Table:
+    """A JSON-lines file of any size (objects larger than a block grow the block)."""
+    path = Path(path)
+    return _growing_block(path, "jsonl", lambda block: pajson.read_json(
+        path, read_options=pajson.ReadOptions(block_size=block)))
 
 
 def read_input(path, key_col: str) -> pa.Table:
@@ -23,20 +105,16 @@ def read_input(path, key_col: str) -> pa.Table:
         raise SchemaError(f"Unsupported attach input {path.name!r}.", hint="Use a .parquet, .csv, .jsonl or .json file.")
     if not path.is_file():
         raise FileNotFoundError(f"Attach input not found: {path}")
+    if suffix == ".csv":
+        return read_csv(path, all_strings=True, null_values=[""])
+    if suffix == ".jsonl":
+        return read_jsonl(path)
     try:
         if suffix == ".parquet":
             return pq.read_table(path)
-        if suffix == ".csv":
-            header = pacsv.open_csv(path).schema.names
-            types = {name: pa.string() for name in header}
-            return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types=types,
-                                                                             strings_can_be_null=True,
-                                                                             null_values=[""]))
-        if suffix == ".jsonl":
-            return pajson.read_json(path)
         data = json.loads(path.read_text(encoding="utf-8"))
     except (pa.ArrowInvalid, OSError, ValueError) as exc:
-        raise SchemaError(f"Cannot read {path}: {exc}", hint="Check the file's format and encoding.") from exc
+        raise _input_error(path, suffix[1:], exc) from exc
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
         raise SchemaError(f"{path} must hold a JSON array of objects.", hint="Use [{...}, {...}] or JSON lines.")
     return pa.Table.from_pylist(data)
