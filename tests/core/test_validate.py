@@ -216,3 +216,61 @@ def test_V3_unregistered_materialized_namespace(ds):
     ds.validate()
     with pytest.raises(SchemaError, match="ghost"):
         ds.validate(strict=True, registry_mode="namespace-current")
+
+
+def test_V2_mismatch_is_a_typed_error(ds, root):
+    """[V2] a hash mismatch raises RegistryMismatchError carrying field, path, got and allowed; with
+    several candidates (either) every candidate's hash is listed."""
+    from usr_core.errors import RegistryMismatchError
+
+    ds.write_overlay("mock", pa.table({"id": IDS[:1], "mock__score": [1.0]}))
+    old = registry_hash(root)
+    register_namespace(root, "extra", "extra__v:string")
+    with pytest.raises(RegistryMismatchError) as exc:
+        ds.validate()
+    assert exc.value.field == "usr:registry_hash" and exc.value.got == old
+    assert exc.value.allowed == [registry_hash(root)] and exc.value.path.name == "mock.parquet"
+    path = ds.dir / "_derived" / "mock.parquet"  # stamped by neither the current nor the frozen registry
+    t = pq.read_table(path)
+    pq.write_table(t.replace_schema_metadata({**t.schema.metadata, b"usr:registry_hash": b"0" * 64}), path)
+    with pytest.raises(RegistryMismatchError) as exc:
+        ds.validate(registry_mode="either")
+    assert exc.value.got == "0" * 64 and len(exc.value.allowed) == 2
+    assert str(exc.value).startswith("Overlay usr:registry_hash mismatch for ")
+
+
+def _later_part(ds, table: pa.Table, drop: tuple = ()) -> None:
+    """Write a part through USR, then rewrite it as a foreign writer would: `table` as data, the same
+    metadata minus the `drop` keys."""
+    ds.write_overlay_part("mock", pa.table({"id": IDS[:1], "mock__score": [0.5]}))
+    part = max((ds.dir / "_derived" / "mock").glob("part-*.parquet"))
+    meta = {k: v for k, v in pq.read_schema(part).metadata.items() if k.decode() not in drop}
+    pq.write_table(table.replace_schema_metadata(meta), part)
+
+
+@pytest.mark.parametrize("case", ["wrong type", "duplicate keys", "no created_at", "garbage created_at"])
+def test_V1_validate_fails_whenever_reads_fail(ds, case):
+    """[V1] [O8] [O11] a later part with a wrong type, duplicate keys or no (or an unparseable)
+    created_at makes every read fail; validate --strict fails too instead of printing OK."""
+    ds.write_overlay_part("mock", pa.table({"id": IDS[:2], "mock__score": [1.0, 2.0]}))
+    ds.validate(strict=True)
+    if case == "wrong type":
+        _later_part(ds, pa.table({"id": IDS[:1], "mock__score": pa.array([1], pa.int64())}))
+    elif case == "duplicate keys":
+        _later_part(ds, pa.table({"id": [IDS[0], " " + IDS[0]], "mock__score": [1.0, 2.0]}))
+    elif case == "no created_at":
+        _later_part(ds, pa.table({"id": IDS[:1], "mock__score": [1.0]}), drop=("usr:overlay_created_at",))
+    else:
+        _later_part(ds, pa.table({"id": IDS[:1], "mock__score": [1.0]}))
+        part = max((ds.dir / "_derived" / "mock").glob("part-*.parquet"))
+        t = pq.read_table(part)
+        pq.write_table(t.replace_schema_metadata({**t.schema.metadata, b"usr:overlay_created_at": b"garbage"}), part)
+    with pytest.raises(SchemaError) as read_error:
+        ds.read_table()
+    for strict in (False, True):
+        with pytest.raises(SchemaError) as exc:
+            ds.validate(strict=strict)
+        assert exc.value.hint
+    key = {"wrong type": "int64", "duplicate keys": "duplicate keys", "no created_at": "created_at",
+           "garbage created_at": "created_at"}[case]
+    assert key in str(read_error.value) and key in str(exc.value)
