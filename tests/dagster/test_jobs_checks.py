@@ -106,7 +106,7 @@ def test_O8_O1_foreign_part_fails_key_and_schema_checks(usr_root):
     pq.write_table(bad, good.parent / "part-20990101T000000000000Z-ffffffffffffffffffffffffffffffff.parquet")
     defs = build_usr_definitions(usr_root, DEMO_NAMESPACES)
     res = _checks(defs, usr_root, namespace_key("beta", "gc"))
-    assert not res["key_uniqueness"].passed and res["key_uniqueness"].metadata["duplicate_keys"].value == 2
+    assert not res["key_uniqueness"].passed and res["key_uniqueness"].metadata["files_with_duplicates"].value == 1
     assert not res["schema_conformance"].passed
     assert "int32" in res["schema_conformance"].description
     strict = _checks(defs, usr_root, records_key("grp/alpha"))["strict_validation"]

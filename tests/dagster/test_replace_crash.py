@@ -72,6 +72,7 @@ def test_replace_gives_exactly_the_new_view_in_one_compact_file(template):
     assert _view(root) == old_view
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["kill", "raise"])
 def test_crash_at_every_step_leaves_the_old_or_the_new_view(template, tmp_path, mode):
     root, new, old_view, new_view, points = template
@@ -84,17 +85,19 @@ def test_crash_at_every_step_leaves_the_old_or_the_new_view(template, tmp_path, 
         proc = _child(work, new, **env)
         if mode == "kill":
             assert proc.returncode == -9, (point, proc.returncode, proc.stderr[-2000:])
-        else:
-            assert proc.returncode != 0 and "injected failure" in proc.stderr, (point, proc.stderr[-2000:])
+        else:  # failures after the commit (clean-ups) are not the command's: it succeeds
+            assert proc.returncode == 0 or "injected failure" in proc.stderr, (point, proc.stderr[-2000:])
         view = _view(work)  # every read works after the crash
         assert view in (old_view, new_view), point
         outcomes[point] = "old" if view == old_view else "new"
-        if mode == "raise":  # an acknowledged failure changed nothing: old view, no event
-            assert view == old_view and Dataset(work, "beta").events_path.read_bytes() == log_before, point
+        log_after = Dataset(work, "beta").events_path.read_bytes()
+        if mode == "raise" and proc.returncode != 0:  # an acknowledged failure changed nothing
+            assert view == old_view and log_after == log_before, point
+        elif mode == "raise":  # a success has its event
+            assert view == new_view and b'"action":"replace_overlay"' in log_after[len(log_before):], point
         rerun = _child(work, new)
         assert rerun.returncode == 0, (point, rerun.stderr[-2000:])
         assert _view(work) == new_view, point
         files = overlay_files(Dataset(work, "beta"), "gc")
         assert [f.kind for f in files] == ["compact"] and files[0].extra == {"dagster/code_version": "v2"}
-    if mode == "kill":
-        assert set(outcomes.values()) == {"old", "new"}, outcomes
+    assert set(outcomes.values()) == {"old", "new"}, outcomes

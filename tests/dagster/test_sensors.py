@@ -1,7 +1,6 @@
 """The event-log sensor through real ticks on a real SQLite instance, after real `usr` CLI writes [G2] [E1] [X11]."""
 from __future__ import annotations
 
-import hashlib
 import json
 
 import dagster as dg
@@ -10,7 +9,7 @@ import pytest
 from dagster_helpers import Ticker, cli_attach_motif
 from usr_core import Dataset
 from usr_dagster import UsrResource, build_usr_definitions
-from usr_dagster.common import namespace_key, records_key, records_version
+from usr_dagster.common import namespace_key, namespace_version, records_key, records_version
 from usr_dagster.demo.namespaces import DEMO_NAMESPACES
 from usr_dagster.sensors import evaluate, read_new_events
 
@@ -23,13 +22,9 @@ def instance(tmp_path):
         yield inst
 
 
-def _digest(path):
-    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def test_G2_cli_attach_becomes_runless_materialization(usr_root, instance, tmp_path):
     """[G2] [E7] a `usr attach` in a subprocess shows up at the next tick as a runless materialization whose data
-    version is the overlay file's digest; the records observation follows the registry restamp (R14)."""
+    version is the namespace's content version; the records observation carries the records' content version."""
     t = Ticker(usr_root, instance)
     first = t.tick()
     assert {e.asset_key for e in first} == {records_key("beta"), records_key("grp/alpha")}
@@ -40,13 +35,13 @@ def test_G2_cli_attach_becomes_runless_materialization(usr_root, instance, tmp_p
     events = t.tick()
     mats = [e for e in events if isinstance(e, dg.AssetMaterialization)]
     assert [m.asset_key for m in mats] == [namespace_key("beta", "motif")]
-    motif_file = Dataset(usr_root, "beta").dir / "_derived" / "motif.parquet"
-    assert mats[0].tags["dagster/data_version"] == _digest(motif_file)
+    version = namespace_version(Dataset(usr_root, "beta"), "motif")
+    assert mats[0].tags["dagster/data_version"] == version
     assert mats[0].metadata["usr/action"].value == "attach"
     stored = instance.get_latest_materialization_event(namespace_key("beta", "motif")).asset_materialization
-    assert stored.tags["dagster/data_version"] == _digest(motif_file)
+    assert stored.tags["dagster/data_version"] == version
     obs = instance.get_latest_data_version_record(records_key("beta"))
-    assert obs.asset_observation.tags["dagster/data_version"] == records_version(Dataset(usr_root, "beta").dir)
+    assert obs.asset_observation.tags["dagster/data_version"] == records_version(Dataset(usr_root, "beta"))
     assert t.tick() == []
 
 
@@ -79,11 +74,11 @@ def test_G2_cursor_skips_partial_lines(tmp_path):
     log = tmp_path / ".events.log"
     line = json.dumps({"action": "init", "timestamp_utc": "2024-01-01T00:00:00.000000Z"})
     log.write_text(line + "\n" + line[:10])
-    events, state = read_new_events(log, None)
+    events, state, _ = read_new_events(log, None)
     assert len(events) == 1 and state["off"] == len(line) + 1
     with open(log, "a") as fh:
         fh.write(line[10:].replace("00.000000Z", "01.000000Z") + "\n")
-    events, state = read_new_events(log, state)
+    events, state, _ = read_new_events(log, state)
     assert len(events) == 1 and events[0]["timestamp_utc"].endswith("01.000000Z")
 
 
@@ -92,8 +87,8 @@ def test_G2_new_namespace_is_reported_and_flagged_for_reload(usr_root, tmp_path)
     needing a code-location reload."""
     defs = build_usr_definitions(usr_root, DEMO_NAMESPACES)
     known = frozenset(defs.resolve_asset_graph().get_all_asset_keys())
-    _, cursor, _ = evaluate(usr_root, None, known)
+    _, cursor, _, _ = evaluate(usr_root, None, known)
     cli_attach_motif(usr_root, "beta", tmp_path)
-    events, _, unknown = evaluate(usr_root, cursor, known)
+    events, _, unknown, _ = evaluate(usr_root, cursor, known)
     assert namespace_key("beta", "motif") in {e.asset_key for e in events}
     assert unknown == ["beta/motif"]
