@@ -11,6 +11,8 @@ from .results import PartWritten
 from .registry.registry import (ensure_registry_entries, load_registry, namespace_contract_hash, register_namespace,
                                 registry_hash)
 from .registry.types import canonical_type, parse_columns_spec, parse_type
+from . import inspect  # read-only inspection API (overlay files, problems, content versions, event tail)
+from .replace import replace_overlay
 
 
 __all__ = [
@@ -20,5 +22,5 @@ __all__ = [
     "compute_id", "normalize_sequence", "validate_alphabet", "validate_bio_type", "discover_datasets",
     "normalize_dataset_id", "AddSequencesResult", "PartWritten", "ensure_registry_entries", "load_registry",
     "namespace_contract_hash", "register_namespace", "registry_hash", "parse_columns_spec", "parse_type",
-    "canonical_type", "merge",
+    "canonical_type", "merge", "inspect", "replace_overlay",
 ]
