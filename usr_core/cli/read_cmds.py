@@ -11,6 +11,8 @@ from pathlib import Path
 
 import click
 
+from ..events import parse_event_line
+from ..inspect import EventCursor, tail_events
 from ..layout import discover_datasets
 from .output import (emit_json, emit_mapping, emit_table, format_option, is_json, jsonable, status, table_columns,
                      table_rows, use_rich)
@@ -240,11 +242,9 @@ def _print_events(lines: list[str], fmt: str) -> None:
         return
     if fmt == "json":
         events = []
-        for line in lines:
-            try:
-                events.append(json.loads(line))
-            except json.JSONDecodeError:
-                events.append({"invalid_line": line})
+        for line in lines:  # torn / non-object lines are reported, not fatal (issue 13 items 5, 6)
+            event, problem = parse_event_line(line.encode("utf-8"))
+            events.append(event if problem is None else {"invalid_line": line, "problem": problem})
         emit_json(events)
     else:
         for line in lines:
@@ -269,27 +269,23 @@ def events_tail_cmd(ds, fmt, n, follow) -> None:
     path = Path(d.events_path)
     lines, offset = _tail_lines(path, n)
     if fmt == "json" and not follow:
-        emit_json([json.loads(x) for x in lines if x.strip()])
+        lines = [x for x in lines if x.strip()]
+        if lines:
+            _print_events(lines, fmt)
+        else:
+            emit_json([])
         return
     _print_events(lines, fmt)
     if not follow:
         return
+    # the tail the Dagster sensor uses: partial lines wait, gardening (X11) is followed, bad lines are shown, not fatal
+    cursor = EventCursor(path.stat().st_ino if path.exists() else None, offset)
     try:
         while True:
             time.sleep(0.5)
-            size = path.stat().st_size if path.exists() else 0
-            if size < offset:  # gardened (X11): the log was shortened; start over at its beginning
-                offset = 0
-            if size == offset:
-                continue
-            with path.open("rb") as fh:
-                fh.seek(offset)
-                chunk = fh.read()
-            complete, newline, _partial = chunk.rpartition(b"\n")
-            if not newline:  # only a partial line so far
-                continue
-            offset += len(complete) + 1
-            _print_events([x.decode("utf-8", "replace") for x in complete.split(b"\n")], fmt)
+            tail = tail_events(path, cursor)
+            cursor = tail.cursor
+            _print_events([line.raw for line in tail.lines], fmt)
     except KeyboardInterrupt:
         return
 
