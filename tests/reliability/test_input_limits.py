@@ -269,3 +269,14 @@ def test_A3_permission_denied_is_an_environment_error(demo, root, tmp_path):
             if p.is_dir():
                 p.chmod(0o755)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_S6_import_header_of_a_million_columns_is_refused_at_once(demo, root, tmp_path):
+    """[S6] [C5] importing a CSV whose header has 10^6 columns: exit 2 at once, nothing changed."""
+    src = tmp_path / "wide.csv"
+    n = 10**6
+    src.write_text("sequence," + ",".join(f"c{i}" for i in range(n)) + "\nACGT," + ",".join("1" * n) + "\n")
+    before = tree_digest(root)
+    res = usr(root, "import", "demo", "--from", "csv", "--path", src)
+    assert res.returncode == 2 and f"more than {MAX_INPUT_COLUMNS} columns" in res.stderr, res.stderr
+    assert tree_digest(root) == before

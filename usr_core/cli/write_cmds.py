@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..errors import SchemaError
-from ..overlays.inputs import read_input
+from ..overlays.inputs import check_csv_header, read_input
 from ..overlays.write import prepare_attach_table
 from ..registry import load_registry
 from .output import emit_json, emit_table, format_option, is_json, jsonable, status, table_rows
@@ -70,6 +70,8 @@ def _read_input(path: Path, fmt: str):
 
     if not path.is_file():
         raise FileNotFoundError(f"Input not found: {path}")
+    if fmt == "csv":
+        check_csv_header(path)  # empty file or a header too wide to parse: a clear error first
     size, block = path.stat().st_size, 1 << 22
     while True:
         try:

@@ -33,8 +33,17 @@ def _input_error(path: Path, fmt: str, exc: BaseException) -> Exception:
                        hint=f"Check that {path.name} is UTF-8 {fmt.upper()} with {shape}; nothing was changed.")
 
 
+def check_csv_header(path) -> None:
+    """Refuse an empty CSV file and a header wider than MAX_INPUT_COLUMNS (counted on the raw first line), before
+    any parsing (SchemaError; EnvironmentFailure when the file cannot be read)."""
+    path = Path(path)
+    try:
+        _check_csv_header(path)
+    except OSError as exc:
+        raise _input_error(path, "csv", exc) from exc
+
+
 def _check_csv_header(path: Path) -> None:
-    """Refuse an empty file and a header wider than MAX_INPUT_COLUMNS (counted on the raw first line)."""
     with open(path, "rb") as fh:
         head = fh.read(_HEADER_PROBE)
         if not head.strip():
@@ -74,10 +83,7 @@ def read_csv(path, *, column_types: dict | None = None, all_strings: bool = Fals
     """A CSV file of any size as an Arrow table: clear SchemaError for an empty file, a too-wide header or a parse
     error; EnvironmentFailure for disk/permission errors. `all_strings` reads every column as string."""
     path = Path(path)
-    try:
-        _check_csv_header(path)
-    except OSError as exc:
-        raise _input_error(path, "csv", exc) from exc
+    check_csv_header(path)
 
     def read(block: int) -> pa.Table:
         ropts = pacsv.ReadOptions(block_size=block)
