@@ -61,3 +61,27 @@ def test_E1_E8_bad_log_line_is_skipped_and_reported_by_every_reader(make_ds, roo
     assert json.loads(kept[-1])["args"]["lines_skipped"] == 1
     archive = next((ds.dir / ".events.archive").glob("events-*.jsonl"))
     assert bad in archive.read_bytes()
+
+
+def test_X11_garden_failing_log_write_leaves_root_unchanged(make_ds, root):
+    """[X11] [A1] a garden whose new log cannot be published (killed at the rename, in a real process) or fails
+    there leaves the root byte-identical: the archive it wrote first is taken back."""
+    from testkit import tree_digest
+
+    ds = make_ds()
+    before = tree_digest(root)
+    code = ("import sys\nfrom usr_core import Dataset\n"
+            "import usr_core.storage.atomic as a\n"
+            "real = a.publish\n"
+            "def publish(tmp, final, label='write'):\n"
+            "    if label == 'garden':\n"
+            "        raise OSError(28, 'No space left on device')\n"
+            "    return real(tmp, final, label)\n"
+            "a.publish = publish\n"
+            "try:\n    Dataset(sys.argv[1], 'demo').garden_event_log(retain_last=1, write=True, "
+            "acknowledge_cursor_reset=True)\n"
+            "except Exception as exc:\n    print(type(exc).__name__)\n")
+    res = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True, timeout=120,
+                         cwd=str(Path(__file__).resolve().parents[2]))
+    assert res.stdout.strip() == "EnvironmentFailure", res.stderr
+    assert tree_digest(root) == before

@@ -6,6 +6,7 @@ import uuid
 
 from .. import events as ev
 from ..contract import ts
+from ..journal import Journal
 from ..storage.atomic import write_bytes
 from ..storage.locks import file_lock
 
@@ -40,6 +41,7 @@ def garden_event_log(ds, retain_last: int = 1000, write: bool = False, acknowled
     if not acknowledge_cursor_reset:
         raise ValueError("Writing the gardened log resets byte offsets of log consumers; "
                          "pass acknowledge_cursor_reset=True (--acknowledge-cursor-reset).")
+    ev.check_log_files(paths)
     with ds.lock(), file_lock(paths.events_lock, what="event lock"):
         data = paths.events.read_bytes() if paths.events.is_file() else b""
         lines, problems = _split(data)  # X11: bad lines are never kept; the archive holds every byte
@@ -54,8 +56,11 @@ def garden_event_log(ds, retain_last: int = 1000, write: bool = False, acknowled
         line = ev.build_event(paths, "event_log_garden", args=args,
                               metrics={"lines_before": len(lines), "lines_removed": len(lines) - len(kept)},
                               maintenance={"reason": reason} if reason else {}, registry_hash=ds.writer.registry_hash())
-        write_bytes(archive, data, tmp=archive.with_name(archive.name + ".tmp"), label="garden-archive")
-        write_bytes(paths.events, b"".join(kept) + line,
-                    tmp=paths.dir / f".events.{uuid.uuid4().hex[:8]}.log", label="garden")
+        with Journal().scope() as journal:  # a failed log write takes the archive back: the root is unchanged
+            journal.before_write(archive)
+            write_bytes(archive, data, tmp=archive.with_name(archive.name + ".tmp"), label="garden-archive")
+            journal.before_write(paths.events)
+            write_bytes(paths.events, b"".join(kept) + line,
+                        tmp=paths.dir / f".events.{uuid.uuid4().hex[:8]}.log", label="garden")
     return {"write": True, "lines_total": len(lines), "lines_retained": len(kept),
             "lines_removed": len(lines) - len(kept), "lines_skipped": problems, "archive_path": str(archive)}
