@@ -1,6 +1,7 @@
 """The real webserver + daemon: `dagster dev -w workspace.yaml` on a free loopback port; GraphQL asset graph; a
 materialization launched over GraphQL lands as a part on disk; a CLI tombstone marks it stale without recomputing
-it; a CLI attach shows up through a daemon sensor tick [G1] [G2] [G3]."""
+it; a CLI attach shows up through a daemon sensor tick; one single asset check launched over GraphQL succeeds
+[G1] [G2] [G3]."""
 from __future__ import annotations
 
 import os
@@ -31,6 +32,8 @@ Q_RUN = """query($id: ID!) { runOrError(runId: $id) { __typename ... on Run { st
 Q_OBS = """query($k: AssetKeyInput!) { assetOrError(assetKey: $k) { ... on Asset {
   assetObservations(limit: 1) { timestamp } } } }"""
 Q_STALE = """query($k: [AssetKeyInput!]) { assetNodes(assetKeys: $k) { staleStatus } }"""
+Q_CHECK = """query($k: AssetKeyInput!, $n: String!) { assetCheckExecutions(assetKey: $k, checkName: $n, limit: 1) {
+  runId status evaluation { success } } }"""
 Q_MATS = """query($k: AssetKeyInput!) { assetOrError(assetKey: $k) { __typename ... on Asset {
   assetMaterializations(limit: 5) { runId timestamp tags { key value } } } } }"""
 
@@ -120,7 +123,7 @@ def test_G3_webserver_graphql_materialize_and_daemon_sensor(dagster_dev, tmp_pat
     run_id = launched["run"]["runId"]
 
     def finished():
-        status = _gql(port, Q_RUN, {"id": run_id})["runOrError"]["status"]
+        status = _gql(port, Q_RUN, {"id": run_id})["runOrError"]["status"]  # run_id: the run launched last
         assert status not in ("FAILURE", "CANCELED"), f"run {run_id} ended {status}"
         return status == "SUCCESS"
 
@@ -148,5 +151,18 @@ def test_G3_webserver_graphql_materialize_and_daemon_sensor(dagster_dev, tmp_pat
 
     mats = _wait(runless, 180, "the sensor's runless materialization of beta/motif", interval=3)
     tags = {t["key"]: t["value"] for t in mats[0]["tags"]}
-    assert tags["dagster/data_version"].startswith("sha256:")
+    assert tags["dagster/data_version"].startswith("usrc1:")
+
+    # one single asset check, launched on its own (the check of the records asset alone would also do)
+    check = {"assetKey": {"path": ["beta", "gc"]}, "name": "key_uniqueness"}
+    params = {"selector": {"repositoryLocationName": LOCATION, "repositoryName": "__repository__",
+                           "pipelineName": "__ASSET_JOB", "assetSelection": [], "assetCheckSelection": [check]},
+              "mode": "default", "runConfigData": {}}
+    launched = _gql(port, M_LAUNCH, {"p": params})["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run_id = launched["run"]["runId"]
+    _wait(finished, 300, f"check run {run_id} to succeed", interval=2)
+    execs = _gql(port, Q_CHECK, {"k": {"path": ["beta", "gc"]}, "n": "key_uniqueness"})["assetCheckExecutions"]
+    assert execs and execs[0]["runId"] == run_id and execs[0]["status"] == "SUCCEEDED", execs
+    assert execs[0]["evaluation"]["success"]
 
