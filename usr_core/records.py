@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from .overlays.keys import HASH_MIX
 from .storage.pool import pool_array
 from .contract import ARROW_SCHEMA, utcnow
 from .errors import DuplicateIDError, SchemaError
@@ -240,7 +241,7 @@ def ids_may_repeat(ids: pa.ChunkedArray) -> bool:
         if chunk.null_count or offs[-1] - offs[0] != 40 * len(chunk) or (np.diff(offs) != 40).any():
             return True
         words = np.frombuffer(data, np.uint64, 5 * len(chunk), int(offs[0])).reshape(-1, 5)
-        np.multiply(words[:, 1], np.uint64(0x9E3779B97F4A7C15), out=keys[pos:pos + len(chunk)])
+        np.multiply(words[:, 1], HASH_MIX, out=keys[pos:pos + len(chunk)])
         keys[pos:pos + len(chunk)] ^= words[:, 0]
         pos += len(chunk)
     keys.sort()

@@ -15,11 +15,10 @@ from ..contract import PARQUET_COMPRESSION, RESERVED_NAMESPACES, ts
 from ..errors import SchemaError
 from ..layout import check_namespace_name
 from ..overlays import encoding, ranges
-from ..overlays.checks import check_conformance, unify_types
+from ..overlays.checks import check_conformance, require_key, unify_types
 from ..overlays.discovery import META_COMPACTED_PARTS, folded_by_compact, find_overlay, list_part_paths
 from ..overlays.encoding import META_KEYS_CLUSTERED, dictionary_columns, registry_metadata, write_overlay_file
 from ..overlays.kernel import namespace_view
-from ..overlays.keys import check_key_name
 from ..storage.atomic import atomic_path, crash_point
 from ..txn import Writer
 from .pending import delete_parts_dir
@@ -52,10 +51,7 @@ def compact_overlay(w: Writer, ns: str) -> Path:
                               hint=f"Remove {compact} (or the parts directory) and rerun the compaction.")
         txn.freeze()
         src = find_overlay(paths, ns)
-        if src.key is None:
-            raise SchemaError(f"Overlay parts of {ns!r} are missing usr:overlay_key metadata (X2).",
-                              hint="Remove the parts without metadata or rewrite them with USR.")
-        check_key_name(src.key)
+        require_key(src, "X2")
         if ns not in RESERVED_NAMESPACES:
             check_conformance(src, txn.registry)
         base = {k: v for k, v in src.first.meta.items() if k.startswith("usr:")}

@@ -9,9 +9,8 @@ from .. import read as rd
 from ..base import base_metadata, m1_metadata, rewrite_base
 from ..contract import STATE_NS, TOMBSTONE_NS
 from ..errors import NamespaceError, SchemaError, option_hint
-from ..overlays.checks import check_conformance
+from ..overlays.checks import check_conformance, require_key
 from ..overlays.discovery import OverlaySource, SourceKind, discover_overlays
-from ..overlays.keys import check_key_name
 from ..registry.registry import hash_registry
 from ..storage.atomic import crash_point
 from ..txn import Writer
@@ -29,13 +28,7 @@ def _selection(sources: list[OverlaySource], namespaces) -> list[OverlaySource]:
 
 
 def _check_source(src: OverlaySource, reg) -> None:
-    if src.key is None:
-        raise SchemaError(f"Overlay {src.path} is missing usr:overlay_key metadata (X6).",
-                          hint="Run overlay-refresh-metadata (compact) or rewrite the parts.")
-    check_key_name(src.key)
-    if any(p.schema.get_field_index(src.key) < 0 for p in src.parts):
-        raise SchemaError(f"Overlay {src.path} has no key column {src.key!r} (X6).",
-                          hint="Rewrite the overlay with its key column.")
+    require_key(src, "X6")
     if not src.data_columns():
         raise SchemaError(f"Overlay {src.path} has no data columns (X6).", hint="Remove the empty overlay.")
     check_conformance(src, reg)
