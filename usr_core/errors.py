@@ -40,8 +40,9 @@ class AlphabetError(ValidationError):
 
 
 class DuplicateIDError(ValidationError):
-    def __init__(self, message: str = "", *, groups=None, casefold_groups=None, hint: str | None = None):
-        super().__init__(message, hint=hint)
+    def __init__(self, message: str = "", *, groups=None, casefold_groups=None, hint: str | None = None,
+                 cli_hint: str | None = None):
+        super().__init__(message, hint=hint, cli_hint=cli_hint)
         self.groups = list(groups or [])
         self.casefold_groups = list(casefold_groups or [])
 

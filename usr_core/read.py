@@ -80,7 +80,8 @@ def consistent(paths: DatasetPaths, build):
 
 def not_initialized(paths: DatasetPaths) -> SequencesError:
     return SequencesError(f"Dataset not initialized: {paths.name!r} (no {paths.records}).",
-                          hint=f"Create it with `usr init {paths.name}` or check --root / USR_ROOT.")
+                          hint=f"Create it with Dataset(root, {paths.name!r}).init(), or check the root.",
+                          cli_hint=f"Create it with `usr init {paths.name}`, or check --root / USR_ROOT.")
 
 
 def base_schema(paths: DatasetPaths) -> pa.Schema:

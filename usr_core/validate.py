@@ -35,13 +35,15 @@ def _frozen(ds, base_meta: dict, required: bool) -> Candidate | None:
         if required:
             raise SchemaError(f"Base {ds.records_path} has no usr:registry_hash metadata; "
                               "run registry-freeze to record the frozen registry.",
-                              hint=f"run registry-freeze: `usr maintenance registry-freeze {ds.name}`.")
+                              hint="Freeze the registry first: ds.freeze_registry() inside ds.maintenance().",
+                              cli_hint=f"Freeze the registry first: `usr maintenance registry-freeze {ds.name}`.")
         return None
     path = ds.paths.freeze_file(h)
     if not path.is_file():
         if required:
             raise SchemaError(f"Frozen registry {path} not found; run registry-freeze.",
-                              hint=f"run registry-freeze: `usr maintenance registry-freeze {ds.name}`.")
+                              hint="Freeze the registry first: ds.freeze_registry() inside ds.maintenance().",
+                              cli_hint=f"Freeze the registry first: `usr maintenance registry-freeze {ds.name}`.")
         return None
     return Candidate("frozen", load_frozen(path), h)
 
@@ -196,7 +198,8 @@ def check_rows(ds, batch_size: int = 65536) -> None:
         raise DuplicateIDError(f"{len(dup)} duplicate id(s) in {ds.records_path}: "
                                + ", ".join(f"{i} x{c}" for i, c in pairs[:5]),
                                groups=[{"id": i, "count": c} for i, c in pairs[:5]],
-                               hint="Run `usr maintenance dedupe --key id`.")
+                               hint="Drop the duplicates: ds.dedupe(key='id') inside ds.maintenance().",
+                               cli_hint="Drop the duplicates: `usr maintenance dedupe DS --key id`.")
 
 
 def _rows(mask, offset: int) -> str:

@@ -35,7 +35,8 @@ def dedupe_keys(records, key: str) -> pa.Array:
         t = pq.read_table(records, columns=cols)
         if key == "sequence_ci" and t.num_rows and not pc.all(pc.equal(t["alphabet"], "dna_4")).as_py():
             raise SchemaError("dedupe by sequence_ci needs every record's alphabet to be dna_4 (X8).",
-                              hint="Use --key sequence (case-sensitive) or --key id.")
+                              hint="Use key='sequence' (case-sensitive) or key='id'.",
+                              cli_hint="Use --key sequence (case-sensitive) or --key id.")
         col = pc.utf8_trim_whitespace(t["sequence"])
         if key == "sequence_ci":
             col = pc.utf8_upper(col)

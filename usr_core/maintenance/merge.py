@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 
 from ..base import base_metadata, check_essentials, m1_metadata, rewrite_base
 from ..contract import MUTATION_RESERVED_NAMESPACES, REQUIRED_COLUMNS
-from ..errors import DuplicateIDError, SchemaError
+from ..errors import DuplicateIDError, SchemaError, option_hint
 from ..overlays import write as ow
 from ..overlays.checks import check_conformance
 from ..overlays.discovery import SourceKind, find_overlay
@@ -55,12 +55,13 @@ def plan_schema(dest: pa.Schema, src: pa.Schema, columns_mode: str, coerce_overl
     if columns_mode == "require-same" and set(d) != set(s):
         raise SchemaError(f"Columns differ: only in dest {sorted(set(d) - set(s))}, only in src "
                           f"{sorted(set(s) - set(d))} (X9 require-same).",
-                          hint="Use --union-columns to keep the union (absent values become NULL).")
+                          hint="Use columns_mode='union' to keep the union (absent values become NULL).",
+                          cli_hint="Use --union-columns to keep the union (absent values become NULL).")
     clash = [n for n in d if n in s and d[n] != s[n]]
     if clash and coerce_overlap == "none":
         raise SchemaError(f"Column types differ for {clash}: " + ", ".join(f"{n} dest {d[n]} / src {s[n]}"
                                                                         for n in clash) + " (X9).",
-                          hint="Pass --coerce-overlap to-dest to cast src values to the dest types.")
+                          **option_hint("Pass {} to cast src values to the dest types.", "coerce_overlap", "to-dest"))
     if columns_mode == "require-same":
         return pa.schema([(n, d[n]) for n in dest.names])
     names = list(REQUIRED_COLUMNS) + [n for n in dest.names if n not in REQUIRED_COLUMNS]
@@ -81,7 +82,8 @@ def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
                 col = col.cast(f.type)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
                 raise SchemaError(f"Cannot cast src column {f.name} from {col.type} to {f.type}: {exc}",
-                                  hint="Fix the src values or merge with --union-columns and another name.") from exc
+                                  hint="Fix the src values or merge with columns_mode='union' and another name.",
+                                  cli_hint="Fix the src values or merge with --union-columns and another name.") from exc
         arrays.append(col)
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
@@ -102,7 +104,8 @@ def plan_rows(dest_keys: pa.Table, src_keys: pa.Table, duplicate_policy: str, av
         ids = src_keys["id"].filter(dup).to_pylist()
         raise DuplicateIDError(f"{n_dup} src id(s) already exist in dest: {ids[:5]} (X9).",
                                groups=[{"id": i, "count": 2} for i in ids[:5]],
-                               hint="Choose --if-duplicate skip, prefer-dest or prefer-src.")
+                               hint="Choose duplicate_policy='skip', 'prefer-dest' or 'prefer-src'.",
+                               cli_hint="Choose --if-duplicate skip, prefer-dest or prefer-src.")
     if duplicate_policy == "prefer-src":
         src_keep = pc.invert(pc.is_null(src_keys["id"]))
         dest_keep = pc.invert(pc.is_in(dest_keys["id"], value_set=src_keys["id"].combine_chunks()))
@@ -131,12 +134,13 @@ def _check_carry(dest: Writer, src: Writer, carry, reg) -> list:
         src_overlay = find_overlay(src.paths, ns)
         if src_overlay is None:
             raise SchemaError(f"Src dataset {src.name!r} has no overlay {ns!r} to carry (X9).",
-                              hint="Check --carry-namespace.")
+                              hint="Check carry_namespaces.", cli_hint="Check --carry-namespace.")
         dst = find_overlay(dest.paths, ns)
         for side, s in (("src", src_overlay), ("dest", dst)):
             if s is not None and (s.kind != SourceKind.COMPACT or s.key != "id"):
                 raise SchemaError(f"Carrying {ns!r} needs a compact id-keyed overlay on the {side} side (X9).",
-                                  hint=f"Compact it first (usr maintenance overlay-compact --namespace {ns}).")
+                                  hint=f"Compact it first (src.compact_overlay({ns!r}) inside src.maintenance()).",
+                                  cli_hint=f"Compact it first (`usr maintenance overlay-compact SRC --namespace {ns}`).")
         check_conformance(src_overlay, reg)
         table = pq.read_table(src_overlay.path).replace_schema_metadata(None)
         keys = normalize_keys(table["id"], "id")

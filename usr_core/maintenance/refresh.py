@@ -24,8 +24,10 @@ def refresh_overlay_metadata(w: Writer, ns: str) -> dict:
                               hint="Check the namespace; usr info lists the overlays.")
         if src.kind != SourceKind.COMPACT:
             raise SchemaError(f"Overlay {ns!r} is stored as parts; refresh works on compact overlays only (X4).",
-                              hint=f"Compact it first: `usr maintenance overlay-compact {w.name} --namespace {ns}` "
-                                   "(compaction stamps fresh metadata).")
+                              hint=f"Compact it first (overlay-compact: ds.compact_overlay({ns!r}) inside ds.maintenance()); "
+                                   "compaction stamps fresh metadata.",
+                              cli_hint=f"Compact it first: `usr maintenance overlay-compact {w.name} --namespace {ns}` "
+                                       "(compaction stamps fresh metadata).")
         key = src.key or "id"
         check_key_name(key)
         if src.first.schema.get_field_index(key) < 0:

@@ -31,7 +31,10 @@ def require_no_parts(w: Writer, ns: str) -> None:
     src = rd.consistent(w.paths, lambda: find_overlay(w.paths, ns))  # pre-lock calls race compactions
     if src is not None and src.kind == SourceKind.PARTS:
         raise SchemaError(f"Overlay parts already exist for {ns!r}; compact first (O5).",
-                          hint=f"Run `usr maintenance overlay-compact {w.name} --namespace {ns}`.")
+                          hint=f"Compact them first (ds.compact_overlay({ns!r}) inside ds.maintenance()), or add a part with "
+                               "ds.write_part().",
+                          cli_hint=f"Compact them first (`usr maintenance overlay-compact {w.name} --namespace {ns}`), "
+                                   "or append a part with `usr attach --as-part`.")
 
 
 def attach(w: Writer, path, ns: str, *, key="id", key_col=None, columns=None, allow_overwrite=False,

@@ -100,7 +100,8 @@ def check_conformance(src: OverlaySource, reg: Registry) -> None:
     require_key(src, "O11")
     if src.namespace not in reg:
         raise SchemaError(f"Overlay {src.path} belongs to unregistered namespace {src.namespace!r} (O11).",
-                          hint=f"Register it: `usr namespace register {src.namespace} --columns ...`.")
+                          hint=f"Register it: register_namespace(root, {src.namespace!r}, columns).",
+                          cli_hint=f"Register it: `usr namespace register {src.namespace} --columns ...`.")
     registered = {c["name"]: c["type"] for c in reg[src.namespace]["columns"]}
     for part in src.parts:
         for f in part.schema:

@@ -92,7 +92,8 @@ def check_extra_metadata(extra) -> dict[str, str]:
 def registered_types(reg: Registry, ns: str) -> dict[str, str]:
     if ns not in reg:
         raise SchemaError(f"Namespace {ns!r} is not registered.",
-                          hint=f"Register it first: `usr namespace register {ns} --columns {ns}__field:type`.")
+                          hint=f"Register it first: register_namespace(root, {ns!r}, '{ns}__field:type').",
+                          cli_hint=f"Register it first: `usr namespace register {ns} --columns {ns}__field:type`.")
     return {c["name"]: c["type"] for c in reg[ns]["columns"]}
 
 
@@ -235,7 +236,7 @@ def prepare_attach_table(ns: str, table: pa.Table, *, key: str, key_col: str | N
     key_col = key_col or ("sequence" if key != "id" else key)
     if key_col not in table.column_names:
         raise SchemaError(f"Key column {key_col!r} not in the input (columns: {table.column_names}).",
-                          hint="Pass --key-col to name the key column.")
+                          **option_hint("Pass {} to name the key column.", "key_col", "COLUMN"))
     data = list(columns) if columns else [c for c in table.column_names if c != key_col]
     unknown = [c for c in data if c not in table.column_names]
     if unknown:
@@ -246,7 +247,8 @@ def prepare_attach_table(ns: str, table: pa.Table, *, key: str, key_col: str | N
     for src_name, dest in renamed.items():
         if dest not in types:
             raise SchemaError(f"Column {dest} is not registered under namespace {ns!r}.",
-                              hint=f"Register it: usr namespace register {ns} --overwrite --columns ...")
+                              hint=f"Add it to the entry: register_namespace(root, {ns!r}, columns, overwrite=True).",
+                              cli_hint=f"Add it to the entry: `usr namespace register {ns} --overwrite --columns ...`.")
         col = table[src_name]
         if coerce:
             arr = coerce_column(col, dest, types[dest], parse_json)
@@ -266,7 +268,7 @@ def prepare_part_table(ns: str, table: pa.Table, *, key: str, key_col: str | Non
         if key in table.column_names:
             raise SchemaError(f"Input has both {key_col!r} and {key!r}.", hint="Drop one of them.")
         if key_col not in table.column_names:
-            raise SchemaError(f"Key column {key_col!r} not in the input.", hint="Check --key-col.")
+            raise SchemaError(f"Key column {key_col!r} not in the input.", hint="Check key_col.", cli_hint="Check --key-col.")
         table = table.rename_columns([key if c == key_col else c for c in table.column_names])
     if key not in table.column_names:
         raise SchemaError(f"Input has no key column {key!r}.", hint="Name the key column or pass key_col.")
@@ -283,7 +285,8 @@ def prepare_part_table(ns: str, table: pa.Table, *, key: str, key_col: str | Non
                                  hint=f"Name every data column {ns}__<field>.")
         if name not in types:
             raise SchemaError(f"Column {name} is not registered under namespace {ns!r}.",
-                              hint="Add it to the registry (usr namespace register --overwrite).")
+                              hint="Add it to the registry: register_namespace(root, ns, columns, overwrite=True).",
+                              cli_hint="Add it to the registry: `usr namespace register NS --overwrite --columns ...`.")
         arr = conforming_column(table[name], name, types[name])
         arrays.append(arr)
         names.append(name)

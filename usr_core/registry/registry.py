@@ -181,7 +181,8 @@ def load_registry(root, required: bool = True) -> Registry | None:
     if not path.is_file():
         if required:
             raise SchemaError(f"Registry required: {path} not found.",
-                              hint="Create it with `usr namespace register NAME --columns ...`.")
+                              hint="Create it with register_namespace(root, NAME, 'NAME__field:type').",
+                              cli_hint="Create it with `usr namespace register NAME --columns NAME__field:type`.")
         return None
     return parse_registry(safe_load_yaml(_read_registry_text(path), str(path)), str(path))
 
@@ -231,7 +232,8 @@ def registry_hash(root) -> str | None:
 def namespace_contract_hash(entries: Registry, ns: str) -> str:
     """R9: sha256 of safe_dump({namespace, columns}, sort_keys=True)."""
     if ns not in entries:
-        raise SchemaError(f"Namespace {ns!r} is not registered.", hint="Register it with `usr namespace register`.")
+        raise SchemaError(f"Namespace {ns!r} is not registered.", hint="Register it with register_namespace(root, ...).",
+                          cli_hint="Register it with `usr namespace register`.")
     cols = [{"name": c["name"], "type": c["type"]} for c in entries[ns]["columns"]]
     text = _safe_dump({"namespace": ns, "columns": cols})
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
