@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -14,28 +13,67 @@ from testkit import tree_digest
 from usr_core import Dataset, NamespaceError, SequencesError, register_namespace
 
 REPO = Path(__file__).resolve().parents[2]
-UNSAFE_YAML = re.compile(r"yaml\.(full_load|full_load_all|unsafe_load|unsafe_load_all)\s*\(|"
-                         r"yaml\.(Unsafe|Full)?Loader\b|yaml\.C?(Unsafe|Full)?Loader\b")
-YAML_LOAD = re.compile(r"yaml\.load(_all)?\s*\(")
-SAFE_LOADER_ARG = re.compile(r"Loader\s*=\s*(yaml\.)?(C?SafeLoader|_SafeLoader)\b")
-SAFE_ALIAS = re.compile(r"^_SafeLoader\s*=\s*getattr\(yaml,\s*\"CSafeLoader\",\s*yaml\.SafeLoader\)")
+PYTHON_TAGS = ["!!python/object/apply:os.system ['touch {m}']", "!!python/object/new:os.system ['touch {m}']",
+               "!!python/name:os.system", "!!python/module:os", "!!python/object/apply:subprocess.call [[touch, {m}]]"]
+
+
+def _yaml_importers() -> list[str]:
+    """Modules of the shipped packages that import yaml (by their syntax tree, not their text)."""
+    import ast
+
+    found = []
+    for pkg in ("usr_core", "usr_dagster", "scripts", "benchmarks"):
+        for path in sorted((REPO / pkg).rglob("*.py")) if (REPO / pkg).is_dir() else []:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            for node in ast.walk(tree):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                    [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+                if any(n == "yaml" or n.startswith("yaml.") for n in names):
+                    found.append(str(path.relative_to(REPO)))
+    return sorted(set(found))
 
 
 def test_yaml_is_only_loaded_with_safe_loaders():
-    """Registry, freeze files and metadata YAML go through yaml.safe_load only [R1]."""
-    offenders = []
-    for pkg in ("usr_core", "usr_dagster", "scripts", "benchmarks"):
-        for path in sorted((REPO / pkg).rglob("*.py")) if (REPO / pkg).is_dir() else []:
-            for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-                bad = UNSAFE_YAML.search(line) or (YAML_LOAD.search(line) and not SAFE_LOADER_ARG.search(line))
-                if "_SafeLoader" in line and line.startswith("_SafeLoader") and not SAFE_ALIAS.search(line):
-                    bad = True
-                if bad:
-                    offenders.append(f"{path.relative_to(REPO)}:{n}: {line.strip()}")
-    assert not offenders, offenders
-    uses = [p for p in (REPO / "usr_core").rglob("*.py")
-            if re.search(r"yaml\.safe_load\(|Loader=_SafeLoader", p.read_text(encoding="utf-8"))]
-    assert uses, "expected the registry to be read with yaml.safe_load"
+    """[R1] YAML is parsed in one module only, with a safe loader: the module's loader class is a SafeLoader
+    (checked on the live object), and every loader entry point refuses python tags without running them."""
+    import yaml
+
+    from usr_core.registry import registry as reg_mod
+
+    assert _yaml_importers() == ["usr_core/registry/registry.py"]
+    assert issubclass(reg_mod._SafeLoader, (yaml.SafeLoader, getattr(yaml, "CSafeLoader", yaml.SafeLoader)))
+    assert not issubclass(reg_mod._SafeLoader, (yaml.FullLoader, yaml.UnsafeLoader))
+
+
+@pytest.mark.parametrize("tag", PYTHON_TAGS)
+@pytest.mark.parametrize("where", ["top", "description", "type", "key"])
+def test_R1_python_tags_refused_by_every_yaml_entry_point(root, tmp_path, tag, where):
+    """[R1] a python tag anywhere in registry.yaml or a freeze file: SchemaError from load_registry,
+    load_frozen and the CLI, and nothing runs."""
+    import subprocess
+    import sys
+
+    from usr_core.errors import SchemaError
+    from usr_core.registry.registry import load_frozen, load_registry
+
+    marker = tmp_path / "pwned"
+    value = tag.format(m=marker)
+    col = "    columns:\n    - name: mock__a\n      type: {t}\n"
+    text = {"top": f"x: {value}\nnamespaces: {{}}\n",
+            "description": "namespaces:\n  mock:\n" + col.format(t="int64") + f"    description: {value}\n",
+            "type": "namespaces:\n  mock:\n" + col.format(t=value),
+            "key": f"namespaces:\n  ? {value}\n  : {{}}\n"}[where]
+    (root / "registry.yaml").write_text(text)
+    frozen = tmp_path / "registry.f.yaml"
+    frozen.write_text(text)
+    for load in (lambda: load_registry(root), lambda: load_frozen(frozen)):
+        with pytest.raises(SchemaError):
+            load()
+    if where == "description":  # one real CLI run per tag
+        res = subprocess.run([sys.executable, "-m", "usr_core.cli.main", "--root", str(root), "namespace", "list"],
+                             capture_output=True, text=True, timeout=60, cwd=str(REPO))
+        assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert not marker.exists()
 
 
 def test_registry_python_tags_are_not_executed(root, tmp_path):
