@@ -2,8 +2,8 @@
 from .contract import (ARROW_SCHEMA, ID_HASH_SPEC, MUTATION_RESERVED_NAMESPACES, REQUIRED_COLUMNS,
                        RESERVED_NAMESPACES, SCHEMA_VERSION, USR_EVENT_VERSION)
 from .dataset import Dataset, DatasetInfo, Manifest, OverlayInfo, merge
-from .errors import (AlphabetError, DuplicateIDError, LockTimeoutError, NamespaceError, SchemaError, SequencesError,
-                     ValidationError)
+from .errors import (AlphabetError, DuplicateIDError, EnvironmentFailure, LockTimeoutError, NamespaceError,
+                     SchemaError, SequencesError, UnsafePathError, ValidationError)
 from .identity import compute_id, normalize_sequence, validate_alphabet, validate_bio_type
 from .layout import discover_datasets, normalize_dataset_id
 from .records import AddSequencesResult
@@ -19,6 +19,7 @@ __all__ = [
     "ARROW_SCHEMA", "ID_HASH_SPEC", "MUTATION_RESERVED_NAMESPACES", "REQUIRED_COLUMNS", "RESERVED_NAMESPACES",
     "SCHEMA_VERSION", "USR_EVENT_VERSION", "Dataset", "DatasetInfo", "Manifest", "OverlayInfo", "AlphabetError",
     "DuplicateIDError", "LockTimeoutError", "NamespaceError", "SchemaError", "SequencesError", "ValidationError",
+    "EnvironmentFailure", "UnsafePathError",
     "compute_id", "normalize_sequence", "validate_alphabet", "validate_bio_type", "discover_datasets",
     "normalize_dataset_id", "AddSequencesResult", "PartWritten", "ensure_registry_entries", "load_registry",
     "namespace_contract_hash", "register_namespace", "registry_hash", "parse_columns_spec", "parse_type",

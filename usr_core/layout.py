@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import NamespaceError, SequencesError
+from .storage.confine import check_dataset_confined
 
 NAMESPACE_RE = re.compile(r"^[a-z][a-z0-9_]*\Z")  # \Z: "$" would accept a trailing newline
 PART_GLOB = "part-*.parquet"
@@ -117,11 +118,10 @@ class DatasetPaths:
     def parts_dir(self, ns: str) -> Path:
         return self.derived / ns
 
-    def parts(self, ns: str) -> list[Path]:
-        d = self.parts_dir(ns)
-        if not d.is_dir():
-            return []
-        return sorted(p for p in d.glob(PART_GLOB) if p.is_file())
+    def check_confined(self) -> None:
+        """Refuse (UnsafePathError) a dataset directory leading out of the root or any layout entry that is a
+        symbolic link (docs/reliability.md, issue 13 rule 1); the dataset lock runs the same check."""
+        check_dataset_confined(self)
 
 
 def dataset_paths(root, name) -> DatasetPaths:

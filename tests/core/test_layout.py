@@ -96,8 +96,10 @@ def test_L9_transient_names(root):
 
 def test_L5_parts_listing(root):
     """[L5] readers accept any part-*.parquet directly in _derived/<ns>/, sorted by name; nothing else."""
+    from usr_core.overlays.discovery import list_part_paths
+
     p = dataset_paths(root, "demo")
-    assert p.parts("mock") == []  # no directory yet
+    assert list_part_paths(p.parts_dir("mock")) == []  # no directory yet
     d = p.parts_dir("mock")
     d.mkdir(parents=True)
     names = ["part-20250102T000000000000Z-" + "b" * 32 + ".parquet",
@@ -111,7 +113,7 @@ def test_L5_parts_listing(root):
     (d / "part-dir.parquet").mkdir()
     (d / "sub").mkdir()
     (d / "sub" / "part-deep.parquet").write_bytes(b"PAR1")
-    assert [x.name for x in p.parts("mock")] == sorted(names)
+    assert [x.name for x in list_part_paths(p.parts_dir("mock"))] == sorted(names)
 
 
 def test_M4_L4_L5_timestamp_formats():
@@ -186,3 +188,27 @@ def test_R4_usr_allowed_only_when_reserved_names_are():
     assert check_namespace_name("usr", allow_reserved=True) == "usr"
     with pytest.raises(NamespaceError, match="reserved"):
         check_namespace_name("usr")
+
+
+def test_L4_check_confined_refuses_links_in_the_layout(root, tmp_path):
+    """[L4] [L2] DatasetPaths.check_confined: the dataset directory must resolve inside the root and no layout
+    entry may be a symbolic link (issue 13 item 1); user files beside the layout are not the library's."""
+    from usr_core.errors import UnsafePathError
+
+    p = dataset_paths(root, "demo")
+    (p.derived / "mock").mkdir(parents=True)
+    p.check_confined()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (p.dir / "notes-link.txt").symlink_to(outside / "notes.txt")  # not a layout entry: left alone
+    p.check_confined()
+    for rel in ("_snapshots", "_derived/gc", "_derived/mock/part-x.parquet", "meta.md", ".events.archive"):
+        link = p.dir / rel
+        link.symlink_to(outside, target_is_directory=True)
+        with pytest.raises(UnsafePathError, match="symbolic link"):
+            p.check_confined()
+        link.unlink()
+    other = dataset_paths(root, "elsewhere")
+    (root / "elsewhere").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(UnsafePathError, match="outside the root"):
+        other.check_confined()
