@@ -285,7 +285,8 @@ def _name_from(root: Path, name_or_path) -> str:
         rel = cand.resolve().relative_to(root.resolve())
     except ValueError:
         raise SequencesError(f"{cand} is not inside the root {root}.",
-                             hint="Pass --root pointing at the datasets root.") from None
+                             hint="Pass the root that holds the dataset as `root`.",
+                             cli_hint="Pass --root pointing at the datasets root.") from None
     first = (cand / "meta.md").read_text(encoding="utf-8").splitlines()[:1]
     name = rel.as_posix()
     if not first or first[0].strip() != f"name: {name}":

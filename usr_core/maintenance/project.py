@@ -15,7 +15,8 @@ def _columns(src_ds, ns: str, columns) -> list[str]:
     if columns is None:
         if not available:
             raise SchemaError(f"Source {src_ds.name!r} has no {ns}__* columns to project (X12).",
-                              hint="Check --namespace against `usr schema` of the source.")
+                              hint="Check the namespace against the source's schema().",
+                              cli_hint="Check --namespace against `usr schema` of the source.")
         return available
     wanted = [c if "__" in c else f"{ns}__{c}" for c in columns]
     missing = [c for c in wanted if c not in available]

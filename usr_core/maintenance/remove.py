@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..contract import MUTATION_RESERVED_NAMESPACES
-from ..errors import NamespaceError, SchemaError
+from ..errors import NamespaceError, SchemaError, option_hint
 from ..layout import check_namespace_name
 from ..overlays.discovery import SourceKind, find_overlay
 from ..storage.atomic import crash_point
@@ -25,7 +25,7 @@ def remove_overlay(w: Writer, ns: str, mode: str = "error") -> dict:
         if src is None:
             if mode == "error":
                 raise SchemaError(f"Overlay {ns!r} not found in {paths.derived}.",
-                                  hint="Check the namespace (usr info lists overlays) or use --mode delete.")
+                                  **option_hint("Check the namespace (info() lists the overlays) or use {}.", "mode", "delete"))
             return {"removed": False, "namespace": ns}
         txn.freeze()
         txn.finish_pending_compaction(ns)
