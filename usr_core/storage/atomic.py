@@ -138,7 +138,7 @@ def copy_file(src: Path, final: Path, tmp: Path | None = None, label: str = "cop
     if os.path.islink(src):
         check_write_target(src)  # a link inside a USR layout: refused with the same message
     with atomic_path(final, tmp, label) as t:
-        shutil.copyfile(src, t, follow_symlinks=False)
+        shutil.copyfile(src, t)  # the content (of a link outside any layout: its target's), never a link
 
 
 def remove_file(path: Path) -> bool:
