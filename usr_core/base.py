@@ -1,6 +1,7 @@
 """Base-table rewrites (S9, M1, L6) and auto-freeze (R13, R14)."""
 from __future__ import annotations
 
+import re
 import shutil
 from typing import Callable, Iterator
 
@@ -14,7 +15,7 @@ from .layout import DatasetPaths
 from .overlays.discovery import file_metadata
 from .journal import Journal
 from .registry.registry import Registry, hash_registry, write_freeze_file
-from .storage.atomic import atomic_path, crash_point
+from .storage.atomic import atomic_path, crash_point, remove_file
 
 
 def base_metadata(paths: DatasetPaths) -> dict[str, str]:
@@ -41,13 +42,14 @@ def m1_metadata(existing: dict[str, str], registry_hash: str | None, created_at:
     return meta
 
 
+SNAPSHOT_NAME = re.compile(r"^records-\d{8}T\d{12}\.parquet$")
+
+
 def prune_snapshots(paths: DatasetPaths) -> None:
-    snaps = sorted(paths.snapshots.glob("records-*.parquet"))
+    """L6: keep the newest SNAPSHOTS_KEPT snapshots; only files named as USR names them are deleted."""
+    snaps = sorted(p for p in paths.snapshots.glob("records-*.parquet") if SNAPSHOT_NAME.match(p.name))
     for old in snaps[:-SNAPSHOTS_KEPT]:
-        try:
-            old.unlink()
-        except FileNotFoundError:
-            pass
+        remove_file(old)
 
 
 ROW_GROUP_ROWS = 65536

@@ -18,7 +18,8 @@ import uuid
 from pathlib import Path
 from typing import Callable
 
-from .storage.atomic import crash_point, fsync_dir
+from .storage.atomic import crash_point, fsync_dir, remove_file, remove_tree, rename_path
+from .storage.confine import check_write_target
 
 UNDO_SUFFIX = ".undo-"
 # The temp names our writers use (never anything else): `<file>.tmp`, `<stem>.tmp.parquet`,
@@ -48,6 +49,7 @@ class Journal:
             missing.append(p)
             p = p.parent
         for d in reversed(missing):
+            check_write_target(d)
             with contextlib.suppress(FileExistsError):
                 d.mkdir()
                 self._undo.append(lambda d=d: d.rmdir())
@@ -64,6 +66,8 @@ class Journal:
             self._undo.append(lambda: _remove(path))
             return
         backup = path.with_name(f".{path.name}{UNDO_SUFFIX}{self.tag}")
+        check_write_target(path)
+        check_write_target(backup)
         try:
             os.link(path, backup, follow_symlinks=False)
         except OSError:
@@ -75,7 +79,7 @@ class Journal:
         """os.rename, undone by the reverse rename (`dst` must not exist)."""
         self.mkdirs(Path(dst).parent)
         crash_point("journal:before-rename")
-        os.rename(src, dst)
+        rename_path(src, dst)
         self._undo.append(lambda: os.rename(dst, src))
         fsync_dir(Path(dst).parent)
         if Path(src).parent != Path(dst).parent:
@@ -143,10 +147,10 @@ class Journal:
 
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
+        remove_tree(path)
     else:
-        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-            path.unlink()
+        with contextlib.suppress(NotADirectoryError):
+            remove_file(path)
 
 
 def stale_files(folders: list[Path]) -> list[Path]:
