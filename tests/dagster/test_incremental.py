@@ -174,6 +174,9 @@ def test_G1_no_asset_stale_after_unrelated_register_and_a_materialization(usr_ro
     all_keys = [records_key(DS), *keys]
     assert set(_stale(inst, defs, all_keys).values()) == {StaleStatus.FRESH}
     assert {k: _version(inst, k) for k in keys} == before
+    _run(defs, usr_root, keys, inst)  # an identical rerun of every namespace: same versions, still fresh
+    assert {k: _version(inst, k) for k in keys} == before
+    assert set(_stale(inst, defs, all_keys).values()) == {StaleStatus.FRESH}
     # a real change does make downstream stale
     usr_cli(usr_root, "delete", DS, "--id", Dataset(usr_root, DS).head(1).column("id")[0].as_py(),
             "--reason", "qc")
