@@ -185,3 +185,24 @@ def test_X10_csv_streams_many_batches(make_ds, tmp_path):
     out = ds.export("csv", tmp_path / "big.csv")
     rows = list(csv.DictReader(out.open(encoding="utf-8")))
     assert len(rows) == 3000 and {r["sequence"] for r in rows} == set(seqs)
+
+
+def test_X10_csv_lists_of_numbers_and_booleans_are_json(make_ds, tmp_path):
+    """[X10] list<float64|int64|bool> cells are compact JSON: NaN and NULL elements as null, empty and NULL lists."""
+    ds = make_ds(name="lists", seqs=SEQS, namespaces={
+        "lst": "lst__f:list<float64>,lst__i:list<int64>,lst__b:list<bool>,lst__s:list<string>"})
+    ds.write_overlay("lst", pa.table({
+        "id": IDS,
+        "lst__f": pa.array([[106.0, float("nan"), None, 0.1, -2.5e-7], [], None], pa.list_(pa.float64())),
+        "lst__i": pa.array([[1, None, -3], None, []], pa.list_(pa.int64())),
+        "lst__b": pa.array([[True, False, None], [], None], pa.list_(pa.bool_())),
+        "lst__s": pa.array([['a"b', None, "c,d"], [], None], pa.list_(pa.string())),
+    }))
+    out = ds.export("csv", tmp_path / "lists.csv", columns=["id", "lst__f", "lst__i", "lst__b", "lst__s"])
+    rows = {r["id"]: r for r in csv.DictReader(out.open(encoding="utf-8"))}
+    first, second, third = (rows[i] for i in IDS)
+    assert json.loads(first["lst__f"]) == [106.0, None, None, 0.1, -2.5e-7]
+    assert json.loads(first["lst__i"]) == [1, None, -3] and json.loads(first["lst__b"]) == [True, False, None]
+    assert json.loads(first["lst__s"]) == ['a"b', None, "c,d"]
+    assert second["lst__f"] == "[]" and second["lst__i"] == "" and second["lst__b"] == "[]"
+    assert third["lst__f"] == "" and third["lst__i"] == "[]" and third["lst__s"] == ""

@@ -26,6 +26,9 @@ def _is_nested(t: pa.DataType) -> bool:
 
 
 def _ts_strings(col: pa.Array) -> pa.Array:
+    encoded = pc.dictionary_encode(col)  # an ingest stamps one instant per batch: format each value once
+    if len(encoded.dictionary) * 2 < len(col):
+        return pc.take(_ts_strings(encoded.dictionary), encoded.indices)
     if col.type.tz is None:
         col = pc.assume_timezone(col, "UTC")
     col = col.cast(pa.timestamp("us", tz="UTC"), safe=False)
@@ -71,7 +74,31 @@ def _float_text(col: pa.Array) -> pa.Array:
     return pc.if_else(pc.fill_null(pc.is_nan(col), False), pa.scalar("NaN"), text)
 
 
+def _list_json(col: pa.Array) -> pa.Array | None:
+    """JSON text of a list of numbers or booleans built by Arrow kernels (the common derived-column case);
+    None for other element types."""
+    if not (pa.types.is_list(col.type) or pa.types.is_large_list(col.type)):
+        return None
+    values, vt = pc.list_flatten(col), col.type.value_type
+    if pa.types.is_floating(vt):
+        finite = pc.fill_null(pc.is_finite(values), False)
+        text = pc.if_else(finite, _float_text(values), pa.scalar("null"))
+    elif pa.types.is_integer(vt):
+        text = values.cast(pa.string())
+    elif pa.types.is_boolean(vt):
+        text = pc.if_else(values, pa.scalar("true"), pa.scalar("false"))
+    else:
+        return None
+    lengths = pc.fill_null(pc.list_value_length(col), 0).to_numpy(zero_copy_only=False)
+    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int32), pa.int32())
+    lists = pa.ListArray.from_arrays(offsets, pc.fill_null(text, "null"), mask=col.is_null())
+    return pc.binary_join_element_wise("[", pc.binary_join(lists, ","), "]", "")
+
+
 def _nested_json(col: pa.Array) -> pa.Array:
+    fast = _list_json(col)
+    if fast is not None:
+        return fast
     return pa.array([None if v is None else json.dumps(_plain(v), ensure_ascii=False, allow_nan=False,
                                                        separators=(",", ":"))
                      for v in col.to_pylist()], pa.string())
