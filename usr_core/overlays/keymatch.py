@@ -34,6 +34,16 @@ def _pack_sort(h: np.ndarray, shift: int) -> tuple[np.ndarray, np.ndarray]:
     return h, rows
 
 
+def _same_rows(a: np.ndarray, a_rows: np.ndarray, b: np.ndarray) -> bool:
+    """a[a_rows] == b, compared block by block (no copy of all matched rows)."""
+    buf = pool_array(min(_BLOCK, len(b)) * a.shape[1], np.uint64).reshape(-1, a.shape[1])
+    for i in range(0, len(b), _BLOCK):
+        m = a_rows[i:i + _BLOCK]
+        if not np.array_equal(np.take(a, m, axis=0, out=buf[:len(m)]), b[i:i + _BLOCK]):
+            return False
+    return True
+
+
 def _equal_rows(a: np.ndarray, a_rows: np.ndarray, b: np.ndarray, b_rows: np.ndarray | None) -> np.ndarray:
     """a[a_rows] == b[b_rows] row by row (b_rows None: b in order), block by block (no full copy)."""
     out = np.empty(len(a_rows), bool)
@@ -50,18 +60,39 @@ class KeyIndex:
     """Equal-width keys' truncated hashes in ascending order, with their rows: built once by its owner
     (one read's probe keys, one write's key check), then matched against other key columns.
 
-    It holds `keys` (its words are a view of their buffer) as long as its owner keeps it."""
+    It holds its key words (a view of `keys`' buffer, or a copy when built from chunks) as long as its
+    owner keeps it."""
 
-    def __init__(self, keys: pa.Array, words: np.ndarray, shift: int | None = None):
+    def __init__(self, words: np.ndarray, hashes: np.ndarray, keys: pa.Array | None = None, shift: int | None = None):
         self.keys, self.words = keys, words
         self.shift = max(shift or 1, _shift(len(words)))
-        self.hashes, self.rows = _pack_sort(hash_words(words), self.shift)
+        self.hashes, self.rows = _pack_sort(hashes, self.shift)
 
     @classmethod
     def build(cls, keys, shift: int | None = None) -> KeyIndex | None:
         """None when the keys are not equal-width (8k bytes each, no NULL)."""
         words = fixed_words(keys, None) if isinstance(keys, pa.Array) else None
-        return None if words is None else cls(keys, words, shift)
+        return None if words is None else cls(words, hash_words(words), keys, shift)
+
+    @classmethod
+    def from_chunks(cls, chunks: Iterable[pa.Array], total: int, width: int, shift: int | None = None
+                    ) -> KeyIndex | None:
+        """The index of `total` keys read chunk by chunk (e.g. the base id column, row group by row group;
+        only their bytes are kept, each chunk hashed while in cache).  None when a chunk is not
+        equal-width already-normal keys of `width` bytes, or the chunks do not hold `total` keys."""
+        nw = width // 8
+        words, hashes = pool_array(total * nw, np.uint64).reshape(total, nw), pool_array(total, np.uint64)
+        at = 0
+        for chunk in chunks:
+            if not len(chunk):
+                continue
+            cw = fixed_words(chunk, width)
+            if cw is None or not already_normal(chunk, cw) or at + len(cw) > total:
+                return None
+            words[at:at + len(cw)] = cw
+            hash_words(cw, out=hashes[at:at + len(cw)])
+            at += len(cw)
+        return cls(words, hashes, None, shift) if at == total else None
 
     def _hashes_at(self, shift: int) -> np.ndarray:
         if shift == self.shift:
@@ -81,14 +112,21 @@ class KeyIndex:
         """For each row of `words` (same width), a row of this index holding the same key, else -1."""
         shift = max(self.shift, _shift(len(words)))
         ih = self._hashes_at(shift)
-        match = np.full(len(words), -1, np.int64)
         if not len(words) or not len(ih):
-            return match
+            return np.full(len(words), -1, np.int64)
         qh, qrows = _pack_sort(hash_words(words), shift)
         pos = np.searchsorted(ih, qh)  # sorted needles: a cache-friendly search
         np.minimum(pos, len(ih) - 1, out=pos)
-        cand = np.take(ih, pos) == qh
-        match[qrows[cand]] = self.rows[pos[cand]]
+        found = np.take(ih, pos, out=pool_array(len(pos), np.uint64))
+        cand = np.equal(found, qh, out=pool_array(len(pos), bool))
+        if cand.all():  # the usual case for part keys against the base: every hash is there
+            match = pool_array(len(words), np.int64)
+            match[qrows] = np.take(self.rows, pos, out=found.view(np.int64))
+            if _same_rows(self.words, match, words):
+                return match
+        else:
+            match = np.full(len(words), -1, np.int64)
+            match[qrows[cand]] = self.rows[pos[cand]]
         rows = np.flatnonzero(match >= 0)
         if len(rows) == len(words):
             ok = _equal_rows(self.words, match, words, None)
@@ -101,31 +139,6 @@ class KeyIndex:
             match[r] = same[0] if len(same) else -1
         return match
 
-    def present_in(self, chunks: Iterable[pa.Array], total: int) -> np.ndarray | None:
-        """Per key: is it among the `total` keys of `chunks` (e.g. the base id column, row group by row
-        group, matched chunk by chunk)?  None when a chunk is not equal-width already-normal keys of
-        this width, or the chunks do not hold `total` keys."""
-        found = np.zeros(len(self.words), bool)
-        at, width = 0, self.words.shape[1] * 8
-        for chunk in chunks:
-            if not len(chunk):
-                continue
-            words = fixed_words(chunk, width)
-            if words is None or not already_normal(chunk) or at + len(words) > total:
-                return None
-            pos = self.positions(words)
-            found[pos[pos >= 0]] = True
-            at += len(words)
-        if at != total:
-            return None
-        same = np.flatnonzero(self.hashes[1:] == self.hashes[:-1])
-        if len(same):  # equal keys (or a shared truncated hash): a position names one of them
-            suspects = np.unique(np.concatenate([self.rows[same], self.rows[same + 1]]))
-            values = self.keys.take(pa.array(suspects))
-            hits = values.filter(pa.array(found[suspects]))
-            found[suspects] |= pc.is_in(values, value_set=hits).to_numpy(zero_copy_only=False)
-        return found
-
 
 def duplicate_keys(keys: pa.Array) -> list | None:
     """Up to five keys that occur more than once; None when the keys are not equal-width."""
@@ -134,7 +147,10 @@ def duplicate_keys(keys: pa.Array) -> list | None:
 
 
 def present_in(keys: pa.Array, chunks: Iterable[pa.Array], total: int) -> np.ndarray | None:
-    """Per key of `keys`: is it among the `total` keys of `chunks`?  None when either side does not fit
-    (see KeyIndex.present_in)."""
-    index = KeyIndex.build(keys)
-    return None if index is None or not total else index.present_in(chunks, total)
+    """Per key: is it among the `total` keys of `chunks` (see KeyIndex.from_chunks)?  None when either
+    side does not fit.  The chunks (the larger side, e.g. the base) are indexed, the keys searched."""
+    kw = fixed_words(keys, None) if isinstance(keys, pa.Array) else None
+    if kw is None or not total:
+        return None
+    index = KeyIndex.from_chunks(chunks, total, kw.shape[1] * 8, _shift(len(kw)))
+    return None if index is None else index.positions(kw) >= 0

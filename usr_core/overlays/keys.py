@@ -42,25 +42,31 @@ def normalize_keys(values: pa.Array | pa.ChunkedArray, key: str, combine: bool =
     return pc.if_else(pc.equal(out, ""), pa.scalar(None, pa.string()), out)
 
 
-def already_normal(values: pa.Array) -> bool:
+def already_normal(values: pa.Array, words: np.ndarray | None = None) -> bool:
     """The one "already trimmed" check: no key is NULL or empty and each starts and ends with a
     printable ASCII non-space byte (0x21-0x7E), so O2 trimming changes nothing (every byte of a
-    multi-byte character is >= 0x80)."""
+    multi-byte character is >= 0x80).  `words`: the keys' fixed_words(), when the caller has them
+    (equal widths: the first and last bytes are two strided columns, no gather)."""
     if not pa.types.is_string(values.type) or values.null_count:
         return False
     if not len(values):
         return True
-    offs = np.frombuffer(values.buffers()[1], np.int32, len(values) + 1, values.offset * 4)
-    if np.diff(offs).min() <= 0:
-        return False
-    data = np.frombuffer(values.buffers()[2], np.uint8)
-    ends = np.concatenate([np.take(data, offs[:-1]), np.take(data, offs[1:] - 1)])
+    if words is not None:
+        rows = words.view(np.uint8)
+        ends = np.concatenate([rows[:, 0], rows[:, -1]])
+    else:
+        offs = np.frombuffer(values.buffers()[1], np.int32, len(values) + 1, values.offset * 4)
+        if np.diff(offs).min() <= 0:
+            return False
+        data = np.frombuffer(values.buffers()[2], np.uint8)
+        ends = np.concatenate([np.take(data, offs[:-1]), np.take(data, offs[1:] - 1)])
     return bool(((ends > 32) & (ends < 127)).all())
 
 
 def trimmed_fixed_width(keys: pa.Array) -> bool:
     """Equal-width keys (8k bytes, so never 'nan' or 'none') that are already normal."""
-    return isinstance(keys, pa.Array) and fixed_words(keys, None) is not None and already_normal(keys)
+    words = fixed_words(keys, None) if isinstance(keys, pa.Array) else None
+    return words is not None and already_normal(keys, words)
 
 
 def fixed_words(arr: pa.Array, width: int | None) -> np.ndarray | None:
