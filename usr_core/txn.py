@@ -157,6 +157,7 @@ class Writer:
             self.require()
         reg = reg if reg is not None else self.registry(required=True)
         self.precheck_event(action, args, actor)
+        new_dir = not os.path.lexists(self.paths.dir)
         with self.lock():
             if exists:
                 self.require()
@@ -170,6 +171,8 @@ class Writer:
             except BaseException as exc:
                 for failed in txn.rollback():
                     exc.add_note(f"Rollback could not restore a file: {failed}")
+                if new_dir:
+                    _remove_lock_only_dir(self.paths)
                 raise
 
     def _temp_folders(self) -> list[Path]:
@@ -263,6 +266,17 @@ def _parse_ts(value: str | None) -> dt.datetime | None:
         return dt.datetime.strptime(value or "", _TS_FORMAT).replace(tzinfo=dt.timezone.utc)
     except ValueError:
         return None  # unparseable stamps are the reader's to refuse
+
+
+def _remove_lock_only_dir(paths: DatasetPaths) -> None:
+    """A failed init leaves no dataset folder: the one its lock created is removed if it holds only lock
+    files (a writer of the same new name waiting on that lock then works in a folder it re-creates)."""
+    with contextlib.suppress(OSError):
+        entries = os.listdir(paths.dir)
+        if all(name.endswith(".lock") for name in entries):
+            for name in entries:
+                os.unlink(paths.dir / name)
+            os.rmdir(paths.dir)
 
 
 def _check_log_writable(paths: DatasetPaths) -> None:

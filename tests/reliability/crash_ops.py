@@ -257,10 +257,13 @@ OPS: dict[str, Op] = {o.name: o for o in [
     Op("init", register_base, op_init, rerun_init),
     Op("import", base_setup, op_import, rerun_import),
     Op("compact-attach", base_setup, op_attach),
+    Op("compact-attach-restamp", setup_create, op_attach),  # R14 restamps the base before the attach
     Op("part-promote", base_setup, op_part),
     Op("part-append", lambda r: base_setup(r, parts=True), op_part),
+    Op("part-restamp", setup_create, op_part),
     Op("create-overlay", setup_create, op_create, rerun_create),
     Op("tombstone", base_setup, op_tombstone),
+    Op("tombstone-restamp", setup_create, op_tombstone),
     Op("restore", base_setup, op_restore),
     Op("state-set", base_setup, op_state),
     Op("namespace-register", base_setup, op_register, rerun_register),
