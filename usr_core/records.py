@@ -204,15 +204,6 @@ def validate_rows(rows, *, bio_type: str, alphabet: str, source: str | None, cre
     return NewRows(body, given)
 
 
-def prepare_rows(rows, *, bio_type: str, alphabet: str, source: str | None, created_at=None,
-                 strict_id_check: bool = True) -> pa.Table:
-    """S3-S7 over a whole batch, vectorised; returns a table with the S1 schema."""
-    with validate_rows(rows, bio_type=bio_type, alphabet=alphabet, source=source, created_at=created_at,
-                       strict_id_check=strict_id_check) as new:
-        new.kept(None, "error")
-        return new.table()
-
-
 def check_batch_duplicates(table: pa.Table) -> None:
     """S7: duplicate ids within the batch, ≤5 groups (id, count, rows, sequence), count desc then id."""
     if not ids_may_repeat(table["id"]):

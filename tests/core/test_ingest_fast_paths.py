@@ -10,7 +10,7 @@ import pytest
 from usr_core import AddSequencesResult, compute_id
 from usr_core.errors import AlphabetError, DuplicateIDError
 from usr_core.identity import check_columns, compute_ids, edges_may_be_space
-from usr_core.records import ids_may_repeat, prepare_rows
+from usr_core.records import ids_may_repeat, validate_rows
 
 SEQS = ["ACGT", " acgt\n", "ÅCGT", "\u3000ACG\u2029", "AC GT", "x"]
 BTS = ["dna", "rna", " dna", "protein", "dna", "rna"]
@@ -79,13 +79,16 @@ def test_S7_batch_duplicates_found_across_input_chunks():
     """[S7] duplicates split over input chunks are reported with 1-based rows."""
     table = pa.table({"sequence": pa.chunked_array([["ACGT", "GGGG"], ["TTTT", " ACGT"]])})
     with pytest.raises(DuplicateIDError) as err:
-        prepare_rows(table, bio_type="dna", alphabet="dna_4", source="")
+        with validate_rows(table, bio_type="dna", alphabet="dna_4", source="") as new:
+            new.kept(None, "error")
     assert err.value.groups[0]["rows"] == [1, 4] and err.value.groups[0]["count"] == 2
 
 
-def test_S6_prepare_rows_keeps_untrimmed_input_exact():
+def test_S6_validate_rows_trims_padded_input():
     """[S3] [S6] whitespace-padded input is trimmed before storing, ids and lengths."""
-    t = prepare_rows(pa.table({"sequence": ["  acGT\n", "GG"]}), bio_type=" dna ", alphabet="dna_4", source="s")
+    with validate_rows(pa.table({"sequence": ["  acGT\n", "GG"]}), bio_type=" dna ", alphabet="dna_4",
+                       source="s") as new:
+        t = new.table()
     assert t["sequence"].to_pylist() == ["acGT", "GG"] and t["length"].to_pylist() == [4, 2]
     assert t["id"].to_pylist() == [compute_id("dna", "acGT"), compute_id("dna", "GG")]
     assert t["bio_type"].to_pylist() == ["dna", "dna"] and t["source"].to_pylist() == ["s", "s"]
