@@ -31,7 +31,6 @@ from .overlays.keys import check_key_name
 from .registry.registry import load_registry, namespace_contract_hash
 from .results import PartWritten
 from .storage.atomic import crash_point
-from .txn import Writer
 
 REPLACE_ACTION = "replace_overlay"
 
@@ -51,7 +50,7 @@ def replace_overlay(ds, namespace: str, table: pa.Table, *, key: str = "id", act
     table = ow.prepare_part_table(namespace, to_table(table), key=key, key_col=None, reg=reg)
     args = {"namespace": namespace, "key": key, "columns": table.column_names[1:], "rows_incoming": table.num_rows,
             **extra_args}
-    writer = Writer(ds.root, ds.name)
+    writer = ds.writer  # the dataset's own writer: it re-enters a lock the caller holds (write_session)
     paths = writer.paths
     with writer.transaction(REPLACE_ACTION, args=args, actor=actor, namespaces=[namespace], reg=reg) as txn:
         src = find_overlay(paths, namespace)  # L7 under the lock
