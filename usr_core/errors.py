@@ -1,6 +1,9 @@
 """The one error hierarchy of USR (spec P1)."""
 from __future__ import annotations
 
+import errno as _errno
+import os as _os
+
 
 class SequencesError(Exception):
     """Base class of every USR error. `hint` tells the user how to fix it in Python terms; `cli_hint`, when
@@ -102,9 +105,6 @@ def environment_failure(exc: BaseException, what: str) -> "EnvironmentFailure | 
     """`exc` as an EnvironmentFailure when the machine refused the operation (ENOSPC, EDQUOT, EACCES, EPERM,
     EROFS, EMFILE, ENFILE), else None. Use: `failure = environment_failure(exc, "Cannot write X")`, then
     `raise failure from exc` or a bare `raise` when it is None."""
-    import errno as _errno
-    import os as _os
-
     hints = {_errno.ENOSPC: "Free disk space (or raise the quota) and run the command again.",
              _errno.EDQUOT: "Free disk space (or raise the quota) and run the command again.",
              _errno.EACCES: "Give this user write permission on the root (or run as its owner).",
