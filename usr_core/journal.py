@@ -38,6 +38,7 @@ class Journal:
         self._after: list[Callable[[], None]] = []
         self._backups: list[Path] = []
         self._kept: set[Path] = set()  # paths whose before-image is already kept
+        self.published: list[Path] = []  # paths created, replaced or renamed into place, in order
 
     # ---------------------------------------------------------------- recording
     def mkdirs(self, path: Path) -> Path:
@@ -61,6 +62,7 @@ class Journal:
         if path in self._kept:
             return
         self._kept.add(path)
+        self.published.append(path)
         self.mkdirs(path.parent)
         if not os.path.lexists(path):
             self._undo.append(lambda: _remove(path))
@@ -80,6 +82,7 @@ class Journal:
         self.mkdirs(Path(dst).parent)
         crash_point("journal:before-rename")
         rename_path(src, dst)
+        self.published.append(Path(dst))
         self._undo.append(lambda: os.rename(dst, src))
         fsync_dir(Path(dst).parent)
         if Path(src).parent != Path(dst).parent:

@@ -38,7 +38,8 @@ _ONE_US = dt.timedelta(microseconds=1)
 
 @dataclass
 class Committed:
-    """What a transaction wrote: the paths it published and the events it appended."""
+    """What a transaction wrote: the paths it published (the operation's main output first) and the
+    events it appended."""
 
     events: list[str] = field(default_factory=list)
     written: list[Path] = field(default_factory=list)
@@ -256,6 +257,8 @@ class Transaction:
             ev.append_line(self.paths, b"".join(lines))
             self.result.events = [e.action for e in events]
         self.journal.commit()
+        seen = set(self.result.written)
+        self.result.written += [p for p in self.journal.published if p not in seen and os.path.lexists(p)]
 
     def rollback(self) -> list[OSError]:
         return self.journal.rollback()

@@ -113,3 +113,29 @@ def test_rollback_restores_the_base_bytes_after_a_restamp(ds, root, monkeypatch)
         ds.tombstone([IDS[0]])
     assert ds.records_path.read_bytes() == old
     assert not [n for n in os.listdir(ds.dir) if ".undo-" in n]
+
+
+def test_transaction_result_names_what_it_wrote(ds):
+    """The typed result: published paths (main output first) and the events appended with them."""
+    from usr_core.storage.atomic import write_bytes
+
+    with ds.writer.transaction("custom_note") as txn:
+        note = txn.paths.dir / "_derived" / "notes" / "n.txt"
+        txn.journal.before_write(note)
+        write_bytes(note, b"hello")
+        txn.event("custom_note", args={"n": 1})
+    assert txn.result.written == [note] and txn.result.events == ["custom_note"]
+    assert ev.read_events(ds.paths)[-1]["action"] == "custom_note"
+
+
+def test_transaction_failure_removes_created_folders(ds, root):
+    from usr_core.storage.atomic import write_bytes
+
+    before = tree_digest(root)
+    with pytest.raises(RuntimeError):
+        with ds.writer.transaction("custom_note") as txn:
+            note = txn.paths.dir / "_derived" / "deep" / "er" / "n.txt"
+            txn.journal.before_write(note)
+            write_bytes(note, b"hello")
+            raise RuntimeError("boom")
+    assert tree_digest(root) == before
