@@ -77,6 +77,10 @@ class Dataset:
     def lock_timeout(self) -> float | None:
         return self.writer.lock_timeout
 
+    @lock_timeout.setter
+    def lock_timeout(self, seconds: float | None) -> None:
+        self.writer.lock_timeout = seconds
+
     @property
     def dir(self) -> Path:
         return self.paths.dir
