@@ -169,7 +169,13 @@ def namespace_version(ds, namespace: str) -> str | None:
     metadata refresh, restamps and writes that change no visible value keep it. None without an overlay."""
     def build():
         src = find_overlay(ds.paths, namespace)
-        return None if src is None else (src.key, namespace_view(src))
+        if src is None:
+            return None
+        if len(src.parts) == 1 and src.key:  # one file: its rows are the view (the merge would only dedupe keys)
+            table = pq.read_table(src.first.path).replace_schema_metadata(None)
+            return src.key, table.set_column(table.column_names.index(src.key), src.key,
+                                             normalize_keys(table.column(src.key), src.key))
+        return src.key, namespace_view(src)
 
     found = rd.consistent(ds.paths, build)
     if found is None:

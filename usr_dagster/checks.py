@@ -1,7 +1,7 @@
 """Asset checks: per namespace (registry drift, compaction debt, key uniqueness, schema conformance) and per
 dataset (strict validation, V1/V3)."""
 
-from dagster import (AssetCheckExecutionContext, AssetCheckKey, AssetCheckResult, AssetCheckSeverity, AssetCheckSpec,
+from dagster import (AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, AssetCheckSpec,
                      asset_check, multi_asset_check)
 
 from usr_core import Dataset, SequencesError, load_registry, namespace_contract_hash, registry_hash
@@ -105,10 +105,6 @@ def namespace_checks(dataset: str, ns: str, *, part_threshold: int, bytes_thresh
                 yield schema_result(key, problems)
 
     return _checks
-
-
-def check_keys(checks) -> list[AssetCheckKey]:
-    return [k for c in checks for k in c.check_keys]
 
 
 def dataset_check(dataset: str):

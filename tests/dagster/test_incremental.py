@@ -4,7 +4,6 @@ from __future__ import annotations
 import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
-import pytest
 from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
 from dagster._core.loader import LoadingContextForTest
 

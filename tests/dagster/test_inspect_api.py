@@ -11,10 +11,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from usr_core import Dataset, SequencesError, ensure_registry_entries
+from usr_core import Dataset, SequencesError
 from usr_core.inspect import EventCursor, overlay_problems, tail_events
 from usr_dagster import UsrResource, build_usr_definitions
-from usr_dagster.common import namespace_key, records_key
+from usr_dagster.common import namespace_key
 from usr_dagster.demo.namespaces import DEMO_NAMESPACES
 
 from dagster_helpers import Ticker, cli_attach_motif, usr_cli
