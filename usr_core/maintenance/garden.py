@@ -56,10 +56,11 @@ def garden_event_log(ds, retain_last: int = 1000, write: bool = False, acknowled
         line = ev.build_event(paths, "event_log_garden", args=args,
                               metrics={"lines_before": len(lines), "lines_removed": len(lines) - len(kept)},
                               maintenance={"reason": reason} if reason else {}, registry_hash=ds.writer.registry_hash())
-        with Journal().scope() as journal:  # a failed log write takes the archive back: the root is unchanged
+        # a failed log write takes the archive back, so the root is unchanged; the log itself is replaced in one
+        # rename (no before-image: a hard link to it would make it a two-link file, which E8 refuses)
+        with Journal().scope() as journal:
             journal.before_write(archive)
             write_bytes(archive, data, tmp=archive.with_name(archive.name + ".tmp"), label="garden-archive")
-            journal.before_write(paths.events)
             write_bytes(paths.events, b"".join(kept) + line,
                         tmp=paths.dir / f".events.{uuid.uuid4().hex[:8]}.log", label="garden")
     return {"write": True, "lines_total": len(lines), "lines_retained": len(kept),
