@@ -60,9 +60,8 @@ def _bytes_hash(arr: pa.Array) -> np.ndarray:
     local = offs - offs[0]
     lengths = np.diff(local)
     if n and len(raw) == n * lengths[0] and (lengths == lengths[0]).all():  # equal width: one matrix product
-        width = int(lengths[0])
-        seg = (raw.reshape(n, width).astype(np.uint64) + np.uint64(1)) * _powers(width, _P)
-        h = seg.sum(axis=1, dtype=np.uint64)
+        powers = _powers(int(lengths[0]), _P)  # sum((b + 1) * P**j) = b @ P + sum(P)
+        h = raw.reshape(n, len(powers)).astype(np.uint64) @ powers + powers.sum(dtype=np.uint64)
     else:
         h = _segments(raw.astype(np.uint64) + np.uint64(1), local)
     return _mix(h ^ _mix(lengths.astype(np.uint64)))

@@ -64,3 +64,12 @@ def test_versions_add_up_and_match_the_view(tmp_path):
         ds.compact_overlay("ns")
     assert namespace_version(ds, "ns") == version_of_rows(b, "id", v_a)
     assert version_of_rows(pa.table({"id": pa.array([], pa.string())})) == format_version(0, 0, 0)
+
+
+def test_a_string_hashes_the_same_in_equal_and_mixed_width_arrays():
+    from usr_core.content import hash_array
+
+    equal, _ = hash_array(pa.array(["abc", "xyz"]))
+    mixed, _ = hash_array(pa.array(["abc", "longer", ""]))
+    sliced, _ = hash_array(pa.array(["zz", "abc", "q"]).slice(1, 1))
+    assert equal[0] == mixed[0] == sliced[0] and equal[0] != equal[1]
