@@ -43,3 +43,14 @@ def test_C1_C3_C5_readme_cli_block_runs_as_written(tmp_path):
     assert "OK: validation passed." in res.stdout
     events = json.loads(res.stdout.strip().splitlines()[-1])["data"]
     assert [e["action"] for e in events][-1] == "materialize"
+
+
+def test_P1_P2_readme_python_block_runs(tmp_path):
+    """[P1][P2] the README's Python API example runs as written on a fresh root (`...` as the loop body)."""
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("## The Python API"):]
+    code = re.search(r"^```python\n(.*?)^```", section, re.S | re.M).group(1).replace("    ...\n", "    pass\n")
+    root = tmp_path / "root"
+    root.mkdir()
+    exec(compile(code, "README.md", "exec"), {"root": root})
+    assert (root / "demo" / "_derived" / "qc.parquet").is_file()
