@@ -705,6 +705,7 @@ HOSTILE_REGISTRIES = {
     "type-fixed-size-huge": "namespaces:\n  mock:\n    columns:\n    - name: mock__x\n      type: "
                             "fixed_size_list<int8>[999999999999]\n",
     "description-mapping": f"namespaces:\n{MOCK_ENTRY}    description: {{a: 1}}\n",
+    "many-nodes": f"x: [{', '.join(['1'] * 60000)}]\nnamespaces:\n{MOCK_ENTRY}",
 }
 
 
