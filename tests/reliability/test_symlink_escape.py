@@ -38,6 +38,8 @@ def tree_state(path: Path) -> dict:
                 out[rel] = ("link", os.readlink(p))
             elif p.is_dir():
                 out[rel] = ("dir", st.st_mode)
+            elif name.endswith(".lock"):  # lock files hold their last holder's pid by design (A3)
+                out[rel] = ("lock", st.st_mode)
             else:
                 out[rel] = ("file", st.st_mode, hashlib.sha256(p.read_bytes()).hexdigest())
     return out
@@ -260,3 +262,21 @@ def test_A1_primitives_refuse_links_inside_a_layout(tmp_path):
     export.symlink_to(outside, target_is_directory=True)
     write_bytes(export / "export.csv", b"a\n")  # not a USR layout: a user's own destination
     assert (outside / "export.csv").read_bytes() == b"a\n"
+
+
+@pytest.mark.parametrize("temp", ["demo/meta.md.tmp", "demo/records.tmp.parquet", "registry.yaml.tmp"])
+def test_A1_temp_name_hard_linked_outside_is_not_written_through(template, tmp_path, temp):
+    """[A1] [L9] a temp name planted as a hard link to a file outside the root: writers replace the name, never
+    write into the linked file (a symlink there is refused by the lock check)."""
+    shutil.copytree(template, tmp_path / "w", symlinks=True)
+    base = tmp_path / "w"
+    root, outside = base / "root", base / "outside"
+    outside.mkdir()
+    victim = outside / "victim"
+    victim.write_bytes(b"precious")
+    os.link(victim, root / temp)
+    commands = _commands(base)
+    for name in ("import", "register", "snapshot"):
+        res = _run(root, commands[name])
+        assert res.returncode == 0, res.stderr
+    assert victim.read_bytes() == b"precious"

@@ -101,6 +101,8 @@ def atomic_path(final: Path, tmp: Path | None = None, label: str = "write") -> I
     check_write_target(tmp)
     with environment_errors(f"Cannot write {final}"):
         tmp.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)  # a stale temp file (L9) or a hard link planted there: never write into its inode
         try:
             yield tmp
             publish(tmp, final, label)
