@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from . import content
 from . import read as rd
 from .contract import (META_NAMESPACE_CONTRACT_HASH, META_OVERLAY_KEY, META_REGISTRY_HASH,
-                       MUTATION_RESERVED_NAMESPACES)
+                       MUTATION_RESERVED_NAMESPACES, TOMBSTONE_NS)
 from .errors import SequencesError
 from .events import iter_events
 from .overlays.checks import check_source, duplicate_part_keys
@@ -239,9 +239,13 @@ def rows_missing_from(ds, files: list[OverlayFile], *, key: str = "id", columns:
     column is asked for, only the base row groups holding them are read."""
     key_col = "id" if key == "id" else "sequence"
     cols = list(dict.fromkeys(["id", *([key_col] if key != "id" else []), *columns]))
-    keys = ds.read_table(columns=list(dict.fromkeys(["id", key_col])), include_overlays=False)
     if not files:
         return ds.read_table(columns=cols, include_overlays=include_overlays)
+    # without tombstones the visible rows are the base rows, in order: read the keys straight from the base
+    in_base = not overlay_files(ds, TOMBSTONE_NS)
+    key_cols = list(dict.fromkeys(["id", key_col]))
+    keys = (pq.read_table(ds.records_path, columns=key_cols) if in_base
+            else ds.read_table(columns=key_cols, include_overlays=False))
     base_keys = keys.column("id") if key == "id" else normalize_keys(keys.column(key_col), key)
     done = [c for f in files for c in overlay_keys([f]).chunks]
     base_arr = base_keys.combine_chunks() if isinstance(base_keys, pa.ChunkedArray) else base_keys
@@ -249,27 +253,28 @@ def rows_missing_from(ds, files: list[OverlayFile], *, key: str = "id", columns:
     if hit is None:
         hit = pc.fill_null(pc.is_in(base_arr, value_set=pa.chunked_array(done, pa.string()).combine_chunks()),
                            False).to_numpy(zero_copy_only=False)
-    wanted = keys.column("id").combine_chunks().filter(pa.array(~hit))
+    at = np.flatnonzero(~hit)
+    wanted = keys.column("id").combine_chunks().take(pa.array(at))
     if len(wanted) == 0:
         return rd.output_schema(ds.paths, cols, include_overlays).empty_table()
     if include_overlays or len(wanted) * 10 > keys.num_rows:
         table = ds.read_table(columns=cols, include_overlays=include_overlays)
         return table if len(wanted) == keys.num_rows else table.filter(pc.is_in(table.column("id"), value_set=wanted))
-    picked = _base_rows(ds, wanted, cols)
+    picked = _base_rows(ds, wanted, at if in_base else None, cols)
     if picked is None:
         table = ds.read_table(columns=cols, include_overlays=False)
         return table.filter(pc.is_in(table.column("id"), value_set=wanted))
     return picked
 
 
-def _base_rows(ds, ids: pa.Array, columns: list[str]) -> pa.Table | None:
-    """The base rows with these ids, reading only the row groups that hold them; None if the base changed
-    meanwhile (the caller falls back to a full read)."""
+def _base_rows(ds, ids: pa.Array, at: np.ndarray | None, columns: list[str]) -> pa.Table | None:
+    """The base rows with these ids (at base positions `at` when known), reading only the row groups that hold
+    them; None if the base changed meanwhile (the caller falls back to a full read)."""
     try:
         pf = pq.ParquetFile(ds.records_path)
-        base_ids = pf.read(columns=["id"]).column("id")
-        pos = pc.index_in(base_ids, value_set=ids)
-        at = np.flatnonzero(pc.is_valid(pos).to_numpy(zero_copy_only=False))
+        if at is None:
+            pos = pc.index_in(pf.read(columns=["id"]).column("id"), value_set=ids)
+            at = np.flatnonzero(pc.is_valid(pos).to_numpy(zero_copy_only=False))
         md = pf.metadata
         starts = np.cumsum([0] + [md.row_group(i).num_rows for i in range(md.num_row_groups)])
         groups = np.unique(np.searchsorted(starts, at, side="right") - 1)
@@ -278,7 +283,7 @@ def _base_rows(ds, ids: pa.Array, columns: list[str]) -> pa.Table | None:
         out = table.take(pa.array(np.searchsorted(local, at)))
     except (OSError, pa.ArrowException):
         return None
-    if len(at) != len(ids) or not out.column("id").equals(base_ids.take(pa.array(at))):
+    if len(at) != len(ids) or not pc.all(pc.is_in(out.column("id"), value_set=ids)).as_py():
         return None
     return out.select(columns)
 
