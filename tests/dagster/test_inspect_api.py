@@ -147,3 +147,30 @@ def test_tail_events_cursor_skips_bad_lines_and_follows_gardening(usr_root):
     assert tail_events(ds.events_path, more.cursor).lines == []
     assert EventCursor.from_dict(more.cursor.to_dict()) == more.cursor
     assert EventCursor.from_dict(["junk"]) == EventCursor()
+
+
+def test_cli_events_tail_follow_shares_the_tail(usr_root):
+    """`usr events tail --follow` (the sensor's tail): new events print once complete, a torn line does not stop it."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    ds = Dataset(usr_root, "beta")
+    exe = Path(sys.executable).parent / "usr"
+    proc = subprocess.Popen([str(exe), "--root", str(usr_root), "events", "tail", "beta", "--n", "1", "--follow",
+                             "--format", "json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ})
+    try:
+        time.sleep(2.0)
+        _append_raw(ds, '{"torn": ')
+        ds.log_event("followed_one", args={"n": 1})
+        deadline, out = time.monotonic() + 30, ""
+        os.set_blocking(proc.stdout.fileno(), False)
+        while time.monotonic() < deadline and "followed_one" not in out:
+            time.sleep(0.3)
+            out += proc.stdout.read() or ""
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert "followed_one" in out and "invalid_line" in out, out[-2000:]
