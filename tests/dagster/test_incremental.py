@@ -249,3 +249,24 @@ def test_rows_written_by_another_tool_are_computed_once(usr_root):
     _run(defs, usr_root, [namespace_key(DS, "cnt")], inst)
     assert calls == [50]
     assert _version(inst, namespace_key(DS, "cnt")) == namespace_version(ds, "cnt")
+
+
+def test_declared_columns_change_is_a_full_refresh(usr_root):
+    """Same code version, one more declared column: every row is recomputed so the new column is filled."""
+    first, _ = _counting(code_version="same")
+    _run(build_usr_definitions(usr_root, [first]), usr_root, [namespace_key(DS, "cnt")],
+         dg.DagsterInstance.ephemeral())
+    calls = []
+
+    @usr_namespace("cnt", columns={"v": "float64", "w": "int64"}, code_version="same")
+    def wider(records: pa.Table) -> pa.Table:
+        calls.append(records.num_rows)
+        seqs = records.column("sequence").to_pylist()
+        return pa.table({"id": records.column("id"), "cnt__v": pa.array([float(len(s)) for s in seqs]),
+                         "cnt__w": pa.array([1] * len(seqs), pa.int64())})
+
+    inst = dg.DagsterInstance.ephemeral()
+    _run(build_usr_definitions(usr_root, [wider]), usr_root, [namespace_key(DS, "cnt")], inst)
+    md = _md(inst, namespace_key(DS, "cnt"))
+    assert calls == [50] and md["usr/mode"] == "full_refresh" and "declared columns changed" in md["usr/reasons"]
+    assert Dataset(usr_root, DS).read_table(columns=["cnt__w"]).column("cnt__w").to_pylist() == [1] * 50
