@@ -70,7 +70,9 @@ def build_usr_definitions(root, namespaces: list[UsrNamespace] | tuple = (), *, 
             description="Runs every USR asset check on its own, so the UI reflects registry and file changes made "
                         "outside Dagster."))
     known = {k for a in assets for k in (a.keys if hasattr(a, "keys") else [a.key])}
-    sensors = [event_log_sensor(root, known_keys=frozenset(known), running=running, interval=sensor_interval)]
+    check_keys = frozenset(k for c in checks for k in c.check_keys)
+    sensors = [event_log_sensor(root, known_keys=frozenset(known), known_checks=check_keys, running=running,
+                                interval=sensor_interval)]
     if automation_condition is not None:
         sensors.append(AutomationConditionSensorDefinition(
             "usr_automation_sensor", target=AssetSelection.all(),

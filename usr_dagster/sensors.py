@@ -7,13 +7,15 @@ Events are collapsed per asset and tick (one materialization/observation each, c
 
 import json
 
-from dagster import (AssetMaterialization, AssetObservation, DefaultSensorStatus, SensorEvaluationContext,
-                     SensorResult, SkipReason, sensor)
+from dagster import (AssetCheckEvaluation, AssetCheckKey, AssetMaterialization, AssetObservation, DefaultSensorStatus,
+                     SensorEvaluationContext, SensorResult, SkipReason, sensor)
 
-from usr_core import Dataset, SequencesError, discover_datasets, load_registry
+from usr_core import Dataset, SequencesError, discover_datasets, load_registry, registry_hash
 from usr_core.inspect import EventCursor, files_fingerprint, tail_events
 
-from .common import is_reserved, namespace_key, namespace_version, overlay_files, part_files, records_key, records_version
+from .checks import DRIFT, drift_result
+from .common import (is_reserved, namespace_key, namespace_version, overlay_files, overlay_namespaces, part_files,
+                     records_key, records_version)
 from .writer import column_lineage, column_schema
 
 DATA_VERSION_TAG = "dagster/data_version"
@@ -23,6 +25,7 @@ NS_MATERIALIZE = {"attach", "write_overlay_part", "create_overlay", "replace_ove
 NS_OBSERVE = {"compact_overlay", "refresh_overlay_metadata", "remove_overlay", "archive_overlay"}
 IGNORED = {"event_log_garden", "write_overlay_digest_ledger"}
 MAX_BYTES_PER_TICK = 64 << 20
+REGISTRY_CURSOR = "~registry_hash"  # not a dataset id: the registry hash seen at the last tick
 
 
 def read_new_events(path, state: dict | None) -> tuple[list[dict], dict, list[str]]:
@@ -106,22 +109,49 @@ def events_for_dataset(root, dataset: str, events: list[dict]) -> list:
 
 
 def describe(asset_events) -> str:
-    """One line for the tick: which writes made outside Dagster were reported."""
+    """One line for the tick: which writes made outside Dagster were reported, which checks re-evaluated."""
     kinds = {AssetMaterialization: "materialization", AssetObservation: "observation"}
+    writes = [e for e in asset_events if not isinstance(e, AssetCheckEvaluation)]
     items = [f"{e.asset_key.to_user_string()} ({kinds.get(type(e), 'event')}, "
-             f"{(e.metadata.get('usr/action').value if e.metadata.get('usr/action') else '?')})" for e in asset_events]
-    return f"Reported {len(items)} write(s) made outside Dagster as runless asset events: " + ", ".join(items)
+             f"{(e.metadata.get('usr/action').value if e.metadata.get('usr/action') else '?')})" for e in writes]
+    parts = [f"Reported {len(items)} write(s) made outside Dagster as runless asset events: " + ", ".join(items)
+             ] if items else []
+    checks = [e for e in asset_events if isinstance(e, AssetCheckEvaluation)]
+    if checks:
+        failed = sum(not e.passed for e in checks)
+        parts.append(f"registry.yaml changed: re-evaluated {DRIFT} of {len(checks)} namespace(s), {failed} not passing")
+    return "; ".join(parts)
 
 
-def evaluate(root, cursor: str | None, known_keys=frozenset()) -> tuple[list, str, list[str], list[str]]:
-    """One tick: (asset events, new cursor, keys seen that the loaded definitions lack, skipped-line problems)."""
+def registry_drift_evaluations(root, datasets, known_checks) -> list[AssetCheckEvaluation]:
+    """After a registry change (e.g. `usr namespace register`), the drift check of every namespace on disk, so the
+    UI shows the registry as it is now without waiting for the scheduled check run."""
+    reg, cur = load_registry(root, False) or {}, registry_hash(root)
+    out = []
+    for dataset in datasets:
+        ds = Dataset(root, dataset)
+        for ns in overlay_namespaces(ds):
+            key = namespace_key(dataset, ns)
+            if AssetCheckKey(key, DRIFT) not in known_checks:
+                continue
+            r = drift_result(key, ds, ns, reg, cur)
+            out.append(AssetCheckEvaluation(asset_key=key, check_name=DRIFT, passed=r.passed, metadata=r.metadata,
+                                            severity=r.severity, description=r.description))
+    return out
+
+
+def evaluate(root, cursor: str | None, known_keys=frozenset(), known_checks=frozenset()
+             ) -> tuple[list, str, list[str], list[str]]:
+    """One tick: (asset events and check evaluations, new cursor, keys seen that the loaded definitions lack,
+    skipped-line problems)."""
     try:
         state = json.loads(cursor) if cursor else {}
     except ValueError:
         state = {}
     state = state if isinstance(state, dict) else {}
     asset_events, unknown, problems = [], [], []
-    for dataset in discover_datasets(root):
+    datasets = discover_datasets(root)
+    for dataset in datasets:
         evs, state[dataset], bad = read_new_events(Dataset(root, dataset).events_path, state.get(dataset))
         problems.extend(bad)
         try:
@@ -132,16 +162,23 @@ def evaluate(root, cursor: str | None, known_keys=frozenset()) -> tuple[list, st
         asset_events.extend(new)
         unknown.extend(e.asset_key.to_user_string() for e in new
                        if known_keys and e.asset_key not in known_keys)
+    seen, now = state.get(REGISTRY_CURSOR), registry_hash(root)
+    state[REGISTRY_CURSOR] = now
+    if seen is not None and seen != now and known_checks:
+        asset_events.extend(registry_drift_evaluations(root, datasets, known_checks))
     return asset_events, json.dumps(state, sort_keys=True), sorted(set(unknown)), problems
 
 
-def event_log_sensor(root, *, known_keys=frozenset(), running: bool = False, interval: int = 15):
+def event_log_sensor(root, *, known_keys=frozenset(), known_checks=frozenset(), running: bool = False,
+                     interval: int = 15):
     @sensor(name="usr_event_log_sensor", minimum_interval_seconds=interval,
             default_status=DefaultSensorStatus.RUNNING if running else DefaultSensorStatus.STOPPED,
             description="Tails every dataset's .events.log; reports writes made outside Dagster as runless "
-                        "materializations/observations with data versions.")
+                        "materializations/observations with data versions, and re-evaluates the registry drift "
+                        "checks when registry.yaml changes.")
     def usr_event_log_sensor(context: SensorEvaluationContext):
-        asset_events, cursor, unknown, problems = evaluate(root, context.cursor, frozenset(known_keys))
+        asset_events, cursor, unknown, problems = evaluate(root, context.cursor, frozenset(known_keys),
+                                                           frozenset(known_checks))
         if unknown:
             context.log.info(f"New USR assets not in the loaded definitions: {', '.join(unknown)}. Reload the code "
                              "location (UI: Deployment > Reload) to see them in the asset graph.")

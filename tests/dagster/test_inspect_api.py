@@ -174,3 +174,23 @@ def test_cli_events_tail_follow_shares_the_tail(usr_root):
         proc.terminate()
         proc.wait(timeout=30)
     assert "followed_one" in out and "invalid_line" in out, out[-2000:]
+
+
+def test_V2_sensor_reevaluates_drift_when_the_registry_changes(usr_root):
+    """[V2] `usr namespace register` writes no dataset event; the sensor notices the new registry hash and posts
+    the drift check of every namespace, so the UI does not keep showing the old result."""
+    _gc_part(usr_root)
+    inst = dg.DagsterInstance.ephemeral()
+    ticker = Ticker(usr_root, inst)
+    ticker.tick()
+    assert not [e for e in ticker.tick() if isinstance(e, dg.AssetCheckEvaluation)]
+    usr_cli(usr_root, "namespace", "register", "another", "--columns", "another__x:int64")
+    defs = build_usr_definitions(usr_root, DEMO_NAMESPACES)
+    result = defs.resolve_sensor_def("usr_event_log_sensor")(
+        dg.build_sensor_context(instance=inst, cursor=ticker.cursor, definitions=defs))
+    evals = [e for e in result.asset_events if isinstance(e, dg.AssetCheckEvaluation)]
+    assert [(e.asset_key, e.check_name, e.passed, e.severity) for e in evals] == [
+        (namespace_key("beta", "gc"), "registry_drift", False, dg.AssetCheckSeverity.WARN)]
+    assert "registry.yaml changed" in result.skip_reason.skip_message
+    for ev in result.asset_events:
+        inst.report_runless_asset_event(ev)
