@@ -1,6 +1,7 @@
 """`usr` entry point: the root group (C1), command registration (C3) and exit codes (C5)."""
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import traceback
@@ -70,6 +71,14 @@ def environment_failure_of(exc: BaseException) -> EnvironmentFailure | None:
     return None
 
 
+def _environment_hint(failure: EnvironmentFailure) -> str | None:
+    """A permission problem names the path it hit: the root, an input or an export target."""
+    if failure.errno in (errno.EACCES, errno.EPERM) and failure.path:
+        return (f"Check the permissions of {failure.path}: this user must be able to read it and write in its "
+                "folder (or run as the owner, or choose another path).")
+    return failure.cli_hint or failure.hint
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and map exceptions to exit codes (C5; 5 = environment error, see README)."""
     try:
@@ -88,7 +97,7 @@ def run(argv: list[str] | None = None) -> int:
     except Exception as exc:
         failure = environment_failure_of(exc)
         if failure is not None:
-            _print_error(str(failure), failure.cli_hint or failure.hint)
+            _print_error(str(failure), _environment_hint(failure))
             return EXIT_ENVIRONMENT
         if isinstance(exc, SequencesError):
             _print_error(str(exc) or type(exc).__name__, exc.cli_hint or exc.hint)
