@@ -1,7 +1,8 @@
 """Dataset reads (O10-O12, T3): base batches LEFT JOIN one newest-non-null view per overlay.
 
-The base key column is matched against each overlay view once (a hash lookup over the whole base),
-then every base batch takes its slice of those positions: no per-batch rehashing, base order kept.
+The base key column is matched against each overlay view once (verified key hashes, overlays.keymatch;
+one index of the base keys per read, shared by its overlays), then every base batch takes its slice of
+those positions: no per-batch rehashing, base order kept.
 """
 from __future__ import annotations
 
@@ -119,17 +120,14 @@ def _needed_namespaces(columns, include_overlays) -> set[str] | None:
     """The namespaces a read uses (None: all).  Overlay columns are `<ns>__<field>` (O5), so explicit
     columns name their namespaces; tombstones (`usr`) are always needed.  A read opens only the files
     of these namespaces, so an unreadable part elsewhere does not break it."""
-    if include_overlays is True and columns is None:
-        return None
-    wanted = {TOMBSTONE_NS}
     if isinstance(include_overlays, (list, tuple, set)):
-        wanted |= set(include_overlays)
+        allowed = set(include_overlays)
+    else:
+        allowed = None if include_overlays else set()
     if columns is not None:
-        prefixes = {c.split("__", 1)[0] for c in columns if "__" in c}
-        wanted = {TOMBSTONE_NS} | (prefixes if include_overlays is True else (wanted & prefixes))
-    elif not include_overlays:
-        wanted = {TOMBSTONE_NS}
-    return wanted
+        named = {c.split("__", 1)[0] for c in columns if "__" in c}
+        allowed = named if allowed is None else allowed & named
+    return None if allowed is None else allowed | {TOMBSTONE_NS}
 
 
 def plan_read(paths: DatasetPaths, columns=None, include_overlays=True, include_deleted=False,
