@@ -206,3 +206,32 @@ def test_X10_csv_lists_of_numbers_and_booleans_are_json(make_ds, tmp_path):
     assert json.loads(first["lst__s"]) == ['a"b', None, "c,d"]
     assert second["lst__f"] == "[]" and second["lst__i"] == "" and second["lst__b"] == "[]"
     assert third["lst__f"] == "" and third["lst__i"] == "[]" and third["lst__s"] == ""
+
+
+def test_X10_jsonl_equals_python_json_of_each_row(make_ds, tmp_path):
+    """[X10] JSONL rows built by Arrow kernels parse to exactly what json.dumps of each row gives: escapes
+    (quotes, backslashes, control characters, non-ASCII), NaN/inf as null, integral floats, nested values."""
+    ds = make_ds(name="jl", seqs=SEQS, namespaces={
+        "j": "j__s:string,j__c:string,j__f:float64,j__n:int64,j__b:bool,j__l:list<float64>,j__t:list<string>,"
+             "j__st:struct<a:int64,b:string>,j__w:timestamp[us, UTC]"})
+    when = pa.array([1_700_000_000_123_456, None, 0], pa.timestamp("us", tz="UTC"))
+    ds.write_overlay("j", pa.table({
+        "id": IDS,
+        "j__s": pa.array(['q"uote\\back', "µ—☃ </script>", None]),  # escaped by Arrow kernels
+        "j__c": pa.array(["tab\there\x01", "", None]),  # control characters: the Python path
+        "j__f": pa.array([106.0, float("inf"), float("nan")]),
+        "j__n": pa.array([1, None, -5], pa.int64()),
+        "j__b": pa.array([True, None, False]),
+        "j__l": pa.array([[1.0, float("nan")], None, []], pa.list_(pa.float64())),
+        "j__t": pa.array([["a", None], [], None], pa.list_(pa.string())),
+        "j__st": pa.array([{"a": 1, "b": "x"}, None, {"a": None, "b": 'y"'}],
+                          pa.struct([("a", pa.int64()), ("b", pa.string())])),
+        "j__w": when}))
+    lines = ds.export("jsonl", tmp_path / "o.jsonl").read_text(encoding="utf-8").splitlines()
+    got = {o["id"]: o for o in map(json.loads, lines)}
+    from usr_core.maintenance.export import _plain
+
+    for row in ds.read_table().to_pylist():
+        expected = json.loads(json.dumps(_plain(row), ensure_ascii=False, allow_nan=False))
+        assert got[row["id"]] == expected and list(got[row["id"]]) == list(row)
+    assert got[IDS[0]]["j__f"] == 106.0 and isinstance(got[IDS[0]]["j__f"], float)

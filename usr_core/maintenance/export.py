@@ -95,13 +95,45 @@ def _list_json(col: pa.Array) -> pa.Array | None:
     return pc.binary_join_element_wise("[", pc.binary_join(lists, ","), "]", "")
 
 
-def _nested_json(col: pa.Array) -> pa.Array:
-    fast = _list_json(col)
-    if fast is not None:
-        return fast
+def _python_json(col: pa.Array) -> pa.Array:
+    """JSON text per value through Python's json (the general case: structs, lists of text, binary)."""
     return pa.array([None if v is None else json.dumps(_plain(v), ensure_ascii=False, allow_nan=False,
                                                        separators=(",", ":"))
                      for v in col.to_pylist()], pa.string())
+
+
+def _nested_json(col: pa.Array) -> pa.Array:
+    fast = _list_json(col)
+    return fast if fast is not None else _python_json(col)
+
+
+def _json_string(text: pa.Array) -> pa.Array:
+    """JSON string literals, escaped as json.dumps(ensure_ascii=False) does; control characters are rare and
+    take the Python path."""
+    if pc.any(pc.match_substring_regex(text, r"[\x00-\x1f]")).as_py():
+        return _python_json(text)
+    escaped = pc.replace_substring(pc.replace_substring(text, "\\", "\\\\"), '"', '\\"')
+    return pc.binary_join_element_wise('"', escaped, '"', "")
+
+
+def _json_cells(col: pa.Array) -> pa.Array:
+    """One column as JSON values (JSONL export); NULL, NaN and infinities are `null`."""
+    t = col.type
+    if pa.types.is_timestamp(t):
+        text = _json_string(_ts_strings(col))
+    elif _is_nested(t):
+        text = _nested_json(col)
+    elif pa.types.is_boolean(t):
+        text = pc.if_else(col, pa.scalar("true"), pa.scalar("false"))
+    elif pa.types.is_floating(t):
+        text = pc.if_else(pc.fill_null(pc.is_finite(col), False), _float_text(col), pa.scalar("null"))
+    elif pa.types.is_integer(t):
+        text = col.cast(pa.string())
+    elif pa.types.is_string(t) or pa.types.is_large_string(t):
+        text = _json_string(col)
+    else:
+        text = _python_json(col)
+    return pc.fill_null(text, "null")
 
 
 def _csv_cells(col: pa.Array) -> pa.Array:
@@ -124,14 +156,15 @@ def _csv_cells(col: pa.Array) -> pa.Array:
     return _quoted(col.cast(pa.string()))
 
 
-def _csv_lines(columns: list[pa.Array]) -> pa.Buffer:
-    """Rows as CSV lines (`\\n`-terminated), joined column-wise by Arrow kernels, no per-row Python."""
+def _lines(columns: list[pa.Array], open_: str = "", close: str = "") -> pa.Buffer:
+    """Rows as `open_ + cells joined by ',' + close + newline`, joined column-wise by Arrow kernels (no per-row
+    Python); NULL cells are empty."""
     if not columns or len(columns[0]) == 0:
         return pa.py_buffer(b"")
-    comma, newline, nothing = (pa.scalar(x, pa.large_string()) for x in (",", "\n", ""))
+    comma, head, tail, nothing = (pa.scalar(x, pa.large_string()) for x in (",", open_, close + "\n", ""))
     lines = pc.binary_join_element_wise(*[c.cast(pa.large_string()) for c in columns], comma,
                                         null_handling="replace", null_replacement="")
-    lines = pc.binary_join_element_wise(lines, newline, nothing)
+    lines = pc.binary_join_element_wise(head, lines, tail, nothing)
     _validity, offsets, data = lines.buffers()
     pos = np.frombuffer(offsets, dtype=np.int64)
     start, stop = int(pos[lines.offset]), int(pos[lines.offset + len(lines)])
@@ -139,7 +172,13 @@ def _csv_lines(columns: list[pa.Array]) -> pa.Buffer:
 
 
 def _csv_header(names: list[str]) -> pa.Buffer:
-    return _csv_lines([_quoted(pa.array([n], pa.string())) for n in names])
+    return _lines([_quoted(pa.array([n], pa.string())) for n in names])
+
+
+def _jsonl_lines(batch: pa.RecordBatch) -> pa.Buffer:
+    keyed = [pc.binary_join_element_wise(json.dumps(name, ensure_ascii=False) + ":", _json_cells(col), "")
+             for name, col in zip(batch.schema.names, batch.columns)]
+    return _lines(keyed, "{", "}")
 
 
 def check_format(fmt) -> str:
@@ -165,11 +204,9 @@ def export(ds, fmt: str, out_path, columns=None, include_deleted: bool = False) 
             with open(tmp, "wb") as fh:
                 fh.write(_csv_header(schema.names))
                 for b in batches:
-                    fh.write(_csv_lines([_csv_cells(c) for c in b.columns]))
+                    fh.write(_lines([_csv_cells(c) for c in b.columns]))
         else:
-            with open(tmp, "w", encoding="utf-8") as fh:
+            with open(tmp, "wb") as fh:
                 for b in batches:
-                    for row in b.to_pylist():
-                        fh.write(json.dumps(_plain(row), ensure_ascii=False, allow_nan=False,
-                                            separators=(",", ":")) + "\n")
+                    fh.write(_jsonl_lines(b))
     return out
