@@ -45,7 +45,9 @@ def _check_columns(ns: str, columns, *, canonicalize: bool, source: str | None =
             typ = canonicalize_type_string(typ) if canonicalize else (parse_type(typ) and typ)
         except SchemaError as exc:
             where = f"{source}: " if source else ""
-            raise SchemaError(f"{where}column {name!r} of namespace {ns!r}: {exc}", hint=exc.hint) from None
+            fix = f"Fix or remove column {name} in {source} by hand. " if source else ""
+            raise SchemaError(f"{where}column {name!r} of namespace {ns!r}: {exc}", hint=fix + (exc.hint or "")) \
+                from None
         out.append({"name": name, "type": typ})
     return out
 
