@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import errno
 import os
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -139,3 +140,62 @@ def test_transaction_failure_removes_created_folders(ds, root):
             write_bytes(note, b"hello")
             raise RuntimeError("boom")
     assert tree_digest(root) == before
+
+
+def _as_nobody(fn) -> tuple[int, str]:
+    """Run fn() in a forked child with the uid of `nobody` (modules are already loaded in the parent)."""
+    import pwd
+    import tempfile
+
+    nobody = pwd.getpwnam("nobody")
+    with tempfile.TemporaryFile("w+") as out:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            code = 0
+            try:
+                os.setgid(nobody.pw_gid)
+                os.setuid(nobody.pw_uid)
+                fn()
+            except Exception as exc:
+                out.write(f"{type(exc).__name__}: {exc}")
+                out.flush()
+                code = 3
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        out.seek(0)
+        return os.waitstatus_to_exitcode(status), out.read()
+
+
+@pytest.fixture
+def open_root(ds, root):
+    """A copy of the root below a folder every user may traverse (pytest's own tmp folder is 0700)."""
+    import shutil
+    import tempfile
+
+    ds.write_overlay("mock", _score(IDS[2:], [9.0]))  # every mutation below finds its folders in place
+    top = Path(tempfile.mkdtemp(prefix="usr-ro-"))
+    os.chmod(top, 0o755)
+    shutil.copytree(root, top / "root", symlinks=True)
+    yield top / "root"
+    shutil.rmtree(top, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() != 0, reason="needs root to drop to another user")
+@pytest.mark.parametrize("name", ["import", "tombstone", "write_overlay", "part"])
+def test_E8_read_only_event_log_fails_before_any_change(open_root, tmp_path, name):
+    """Issue 13 item 4: with `.events.log` read-only for the writer, the mutation fails naming the log and
+    the root is byte-identical (the data is never changed first)."""
+    import pwd
+
+    from usr_core import Dataset
+
+    nobody = pwd.getpwnam("nobody")
+    for folder, dirs, files in os.walk(open_root):
+        for entry in [folder] + [os.path.join(folder, n) for n in dirs + files]:
+            os.chown(entry, nobody.pw_uid, nobody.pw_gid)
+    ds = Dataset(open_root, "demo")
+    os.chmod(ds.events_path, 0o444)
+    before = tree_digest(open_root)
+    code, message = _as_nobody(lambda: MUTATIONS[name](ds, tmp_path))
+    assert code == 3 and "event log" in message, message
+    assert tree_digest(open_root) == before
