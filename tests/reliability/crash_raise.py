@@ -24,9 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 try:
-    from . import crash_ops
+    from . import crash_harness, crash_ops
 except ImportError:  # run as a script or imported by pytest without a package
     sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import crash_harness
     import crash_ops
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -100,7 +101,7 @@ def run_op(op: str, work: Path) -> OpResult:
     if err is not None:
         res.problems.append(f"clean run failed: {type(err).__name__}: {err}")
         return res
-    points = _points(trace)
+    points = crash_harness.kill_points(trace)  # a step reached k times is `<step>#k`
     res.points = len(points)
     for i, point in enumerate(points):
         root = _copy(template, work / op / f"p{i:03d}")
@@ -118,15 +119,6 @@ def run_op(op: str, work: Path) -> OpResult:
             res.failed_clean += 1
         shutil.rmtree(root, ignore_errors=True)
     return res
-
-
-def _points(trace: Path) -> list[str]:
-    seen: dict[str, int] = {}
-    out = []
-    for name in trace.read_text().splitlines() if trace.exists() else []:
-        seen[name] = seen.get(name, 0) + 1
-        out.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
-    return out
 
 
 def _diff(a: Path, b: Path) -> list[str]:
