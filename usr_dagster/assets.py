@@ -53,6 +53,9 @@ class UsrNamespace:
     tags: dict = field(default_factory=dict)
     incremental: bool = True
     replace_on_refresh: bool = True
+    shards: int = 0  # >1: partitioned asset, one partition per stable id bucket (usr_dagster.shards)
+    batch_size: int | None = None  # the function is called on batches of this many rows, parts written as it goes
+    command: tuple[str, ...] | None = None  # computed by this command through Dagster Pipes (usr_pipes_namespace)
 
     def applies_to(self, dataset: str) -> bool:
         return self.datasets is None or bool(self.datasets(dataset))
@@ -73,7 +76,7 @@ class UsrNamespace:
 
 def usr_namespace(name: str, *, columns, uses=("sequence",), inputs=(), key: str = "id", owner=None,
                   description=None, code_version=None, datasets=None, incremental: bool = True,
-                  replace_on_refresh: bool = True):
+                  replace_on_refresh: bool = True, shards: int = 0, batch_size: int | None = None):
     """Decorator: `@usr_namespace("gc", columns={"fraction": "float64"})` on `def gc(records: pa.Table) -> pa.Table`.
 
     The function receives `id`, the `uses` base columns and the columns of the `inputs` namespaces (pyarrow
@@ -83,7 +86,11 @@ def usr_namespace(name: str, *, columns, uses=("sequence",), inputs=(), key: str
     `incremental` (default True): a run computes only the rows without a value from the current code version
     (docs/dagster.md); False recomputes every visible row on every run. `replace_on_refresh` (default True): a
     full recomputation replaces the namespace's overlay (the view shows exactly the new output, NULLs included);
-    False adds it as a part (newest-non-null-wins keeps older values where the new output is NULL)."""
+    False adds it as a part (newest-non-null-wins keeps older values where the new output is NULL).
+    `shards` / `batch_size`: compute in slices (docs/dagster.md, "Shards, batches and Pipes")."""
+    from .shards import check_slicing  # shards builds on this module
+
+    check_slicing(name, shards, batch_size, key)
     pred = datasets
     if datasets is not None and not callable(datasets):
         allowed = set(datasets)
@@ -93,7 +100,8 @@ def usr_namespace(name: str, *, columns, uses=("sequence",), inputs=(), key: str
         return UsrNamespace(name=name, fn=fn, columns=_columns(name, columns), uses=tuple(uses),
                             inputs=tuple(inputs), key=key, owner=owner,
                             description=description or (inspect.getdoc(fn) or None), code_version=code_version,
-                            datasets=pred, incremental=incremental, replace_on_refresh=replace_on_refresh)
+                            datasets=pred, incremental=incremental, replace_on_refresh=replace_on_refresh,
+                            shards=shards, batch_size=batch_size)
 
     return deco
 
@@ -184,8 +192,14 @@ def namespace_asset(root, dataset: str, spec: UsrNamespace, registry: dict, *, g
     ds_dir = Dataset(root, dataset).dir
     md = _definition_metadata(dataset, spec.name, spec.key, cols, ds_dir.resolve().as_uri())
     md.update(dagster_md(column_lineage=column_lineage(dataset, cols, spec.key, spec.uses, upstream)))
-    pandas_in = _wants_pandas(spec.fn)
     description = _with_lineage(spec.description, cols, spec.uses, spec.key, upstream)
+    if spec.shards or spec.batch_size or spec.command:
+        from .shards import sliced_asset
+
+        return sliced_asset(root, dataset, spec, registry, group=group or safe_name(dataset), description=description,
+                            metadata=md, owners=dagster_owners(spec.owner),
+                            automation_condition=automation_condition, pool=pool)
+    pandas_in = _wants_pandas(spec.fn)
 
     @asset(key=key, deps=[records_key(dataset), *upstream], description=description,
            group_name=group or safe_name(dataset), kinds=set(KINDS), owners=dagster_owners(spec.owner),

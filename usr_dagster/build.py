@@ -16,6 +16,7 @@ from .io_manager import UsrIOManager
 from .jobs import OP_IO, compaction_schedule, maintenance_jobs
 from .resources import UsrResource
 from .sensors import event_log_sensor
+from .shards import shard_jobs
 
 
 def build_usr_definitions(root, namespaces: list[UsrNamespace] | tuple = (), *, datasets=None,
@@ -34,6 +35,7 @@ def build_usr_definitions(root, namespaces: list[UsrNamespace] | tuple = (), *, 
     reg = load_registry(root, False) or {}
     names = discover_datasets(root) if datasets is None else list(datasets)
     assets, checks, ns_keys = [], [], []
+    sharded = {}  # partitioned namespace assets get a job per shard count (usr_shards_<n>)
     for dataset in names:
         assets.append(records_asset(root, dataset))
         checks.append(dataset_check(dataset))
@@ -42,6 +44,8 @@ def build_usr_definitions(root, namespaces: list[UsrNamespace] | tuple = (), *, 
             if spec.applies_to(dataset):
                 assets.append(namespace_asset(root, dataset, spec, reg, automation_condition=automation_condition))
                 defined.add(spec.name)
+                if spec.shards:
+                    sharded[namespace_key(dataset, spec.name)] = spec.shards
         on_disk = overlay_namespaces(Dataset(root, dataset))
         for ns in on_disk:
             if ns not in defined:
@@ -49,12 +53,13 @@ def build_usr_definitions(root, namespaces: list[UsrNamespace] | tuple = (), *, 
         for ns in sorted(defined | set(on_disk)):
             checks.append(namespace_checks(dataset, ns, part_threshold=part_threshold,
                                            bytes_threshold=bytes_threshold))
-        ns_keys.extend(namespace_key(dataset, ns) for ns in sorted(defined))
+        ns_keys.extend(k for k in (namespace_key(dataset, ns) for ns in sorted(defined)) if k not in sharded)
 
     jobs = maintenance_jobs(names, part_threshold=part_threshold, bytes_threshold=bytes_threshold)
     if names:
         jobs.append(define_asset_job("usr_observe_records", selection=AssetSelection.assets(
             *[records_key(d) for d in names]), description="Observe every dataset's records (data versions, G1)."))
+    jobs.extend(shard_jobs(sharded))
     if ns_keys:
         jobs.append(define_asset_job("usr_namespaces", selection=AssetSelection.assets(*ns_keys),
                                      description="Materialize every derived namespace of every dataset."))
