@@ -262,9 +262,9 @@ class Dataset:
         return vd.validate(self, strict=strict, registry_mode=registry_mode)
 
     def garden_event_log(self, retain_last: int = 1000, write: bool = False, acknowledge_cursor_reset: bool = False,
-                         reason: str = ""):
-        return garden.garden_event_log(self, retain_last=retain_last, write=write,
-                                       acknowledge_cursor_reset=acknowledge_cursor_reset, reason=reason)
+                         reason: str = "", skip_invalid: bool = False):
+        return garden.garden_event_log(self, retain_last=retain_last, write=write, reason=reason,
+                                       acknowledge_cursor_reset=acknowledge_cursor_reset, skip_invalid=skip_invalid)
 
     def project_overlay(self, src: "Dataset | str", namespace: str, **kw):
         src = src if isinstance(src, Dataset) else Dataset(self.root, src)

@@ -320,14 +320,20 @@ def test_E8_append_after_torn_line_starts_a_fresh_line(ds):
     assert read_events(ds.paths)[-1]["action"] == "tombstone"
 
 
-def test_E8_garden_skips_and_reports_torn_line(ds):
-    """[X11] [E8] garden keeps working after a torn line: it is reported (offset, why), never kept, archived."""
+def test_E8_garden_refuses_torn_line_unless_skip_invalid(ds, root):
+    """[X11] [E8] a torn line: garden refuses by default (X11, root unchanged, the error names the byte offset
+    and the way out); with skip_invalid=True it is reported (offset, why), never kept, and archived."""
     with open(ds.events_path, "ab") as fh:
         fh.write(b'{"event_version":1,"act')
     torn_at = ds.events_path.stat().st_size - len(b'{"event_version":1,"act')
     ds.log_event("custom")
     original = ds.events_path.read_bytes()
-    out = ds.garden_event_log(retain_last=5, write=True, acknowledge_cursor_reset=True)
+    before = tree_digest(root)
+    with pytest.raises(SchemaError, match=f"byte {torn_at}") as err:
+        ds.garden_event_log(retain_last=5, write=True, acknowledge_cursor_reset=True)
+    assert "skip_invalid=True" in err.value.hint and "--skip-invalid" in err.value.cli_hint
+    assert tree_digest(root) == before
+    out = ds.garden_event_log(retain_last=5, write=True, acknowledge_cursor_reset=True, skip_invalid=True)
     assert [p["offset"] for p in out["lines_skipped"]] == [torn_at]
     kept = [json.loads(line) for line in _lines(ds)]  # every kept line parses
     assert kept[-1]["action"] == "event_log_garden" and kept[-1]["args"]["lines_skipped"] == 1
@@ -349,7 +355,9 @@ def test_E1_non_object_lines_are_skipped_and_reported(ds, bad):
     assert [(p.offset, p.event) for p in problems] == [(at, None)]
     assert lines[-1].event["action"] == "custom" and lines[-1].end == ds.events_path.stat().st_size
     assert all(isinstance(e, dict) and isinstance(e.get("args", {}), dict) for e in read_events(ds.paths))
-    out = ds.garden_event_log(retain_last=100, write=True, acknowledge_cursor_reset=True)
+    with pytest.raises(SchemaError, match="refusing to garden"):
+        ds.garden_event_log(retain_last=100, write=True, acknowledge_cursor_reset=True)
+    out = ds.garden_event_log(retain_last=100, write=True, acknowledge_cursor_reset=True, skip_invalid=True)
     assert [p["offset"] for p in out["lines_skipped"]] == [at]
 
 

@@ -426,7 +426,7 @@ def test_X11_garden_dry_run_and_write(ds):
     n = len(events.splitlines())
     dry = ds.garden_event_log(retain_last=2)
     assert dry == {"write": False, "lines_total": n, "lines_retained": 2, "lines_removed": n - 2,
-                   "lines_skipped": [], "archive_path": None}
+                   "archive_path": None}
     assert ds.events_path.read_bytes() == events
     with pytest.raises(ValueError, match="acknowledge"):
         ds.garden_event_log(retain_last=2, write=True)
@@ -441,16 +441,18 @@ def test_X11_garden_dry_run_and_write(ds):
 
 
 def test_X11_garden_rejects_invalid_lines_and_bad_retain(ds, root):
-    """[X11] invalid JSON lines are never kept (skipped and reported, the archive holds every byte);
-    retain_last < 1 is refused before anything changes (docs/reliability.md, issue 13 item 5)."""
+    """[X11] invalid JSON lines are refused before anything changes, as is retain_last < 1; with
+    skip_invalid=True they are dropped and reported, and the archive holds every byte."""
     with open(ds.events_path, "ab") as fh:
         fh.write(b"{not json\n")
     original = ds.events_path.read_bytes()
     before = tree_digest(root)
+    with pytest.raises(SchemaError, match="not valid JSON"):
+        ds.garden_event_log(retain_last=1, write=True, acknowledge_cursor_reset=True)
     with pytest.raises(ValueError):
         ds.garden_event_log(retain_last=0)
     assert tree_digest(root) == before
-    out = ds.garden_event_log(retain_last=1, write=True, acknowledge_cursor_reset=True)
+    out = ds.garden_event_log(retain_last=1, write=True, acknowledge_cursor_reset=True, skip_invalid=True)
     assert [p["offset"] for p in out["lines_skipped"]] == [original.index(b"{not json")]
     assert "not valid JSON" in out["lines_skipped"][0]["problem"]
     assert b"{not json" not in ds.events_path.read_bytes()

@@ -55,6 +55,9 @@ def test_E1_E8_bad_log_line_is_skipped_and_reported_by_every_reader(make_ds, roo
 
     res = usr(root, "maintenance", "event-log-garden", "demo", "--retain-last", "100", "--write",
               "--acknowledge-cursor-reset")
+    assert res.returncode == 2 and "--skip-invalid" in res.stderr, res.stderr  # X11: refused, nothing changed
+    res = usr(root, "maintenance", "event-log-garden", "demo", "--retain-last", "100", "--write",
+              "--acknowledge-cursor-reset", "--skip-invalid")
     assert res.returncode == 0, res.stderr
     kept = ds.events_path.read_bytes().splitlines()
     assert all(isinstance(json.loads(line), dict) for line in kept)

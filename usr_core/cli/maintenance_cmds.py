@@ -142,15 +142,17 @@ def merge_cmd(dest, src, columns_mode, if_duplicate, coerce_overlap, carry, avoi
 @click.option("--write", is_flag=True, help="Archive the log and keep only the last lines (default: dry run).")
 @click.option("--acknowledge-cursor-reset", is_flag=True,
               help="Confirm that offset-based log consumers must reseed (required with --write).")
+@click.option("--skip-invalid", is_flag=True,
+              help="Drop lines that are not event objects (torn, not JSON) instead of refusing; the archive keeps them.")
 @reason_option
 @json_option
-def event_log_garden_cmd(ds, retain_last, write, acknowledge_cursor_reset, reason, fmt) -> None:
+def event_log_garden_cmd(ds, retain_last, write, acknowledge_cursor_reset, skip_invalid, reason, fmt) -> None:
     """Archive .events.log and keep its last lines (X11)."""
     if write and not acknowledge_cursor_reset:
         raise click.UsageError("--write needs --acknowledge-cursor-reset (log consumers tracking offsets must reseed).")
     d = dataset(ds)
     result = d.garden_event_log(retain_last=retain_last, write=write,
-                                acknowledge_cursor_reset=acknowledge_cursor_reset,
+                                acknowledge_cursor_reset=acknowledge_cursor_reset, skip_invalid=skip_invalid,
                                 reason=_reason(reason, "event-log-garden"))
     _report(result, fmt, f"event-log-garden {d.name}{'' if write else ' (dry run)'}:")
 

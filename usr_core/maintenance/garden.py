@@ -6,6 +6,7 @@ import uuid
 
 from .. import events as ev
 from ..contract import ts
+from ..errors import SchemaError
 from ..journal import Journal
 from ..storage.atomic import write_bytes
 from ..storage.locks import file_lock
@@ -27,17 +28,32 @@ def _split(data: bytes) -> tuple[list[bytes], list[dict]]:
     return good, problems
 
 
+def _refuse(paths, problems: list[dict]) -> SchemaError:
+    where = ", ".join(f"byte {p['offset']}: {p['problem']}" for p in problems[:3])
+    more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+    return SchemaError(f"{paths.events} holds {len(problems)} line(s) that are not event objects ({where}{more}); "
+                       "refusing to garden (X11).",
+                       hint="Repair or remove those lines, or pass skip_invalid=True to drop them (the archive "
+                            "keeps every byte); nothing was changed.",
+                       cli_hint="Repair or remove those lines, or pass --skip-invalid to drop them (the archive "
+                                "keeps every byte); nothing was changed.")
+
+
 def garden_event_log(ds, retain_last: int = 1000, write: bool = False, acknowledge_cursor_reset: bool = False,
-                     reason: str = "") -> dict:
+                     reason: str = "", skip_invalid: bool = False) -> dict:
+    """X11. Lines that are not event objects (torn, non-JSON, non-object) make a write refuse, as the contract
+    says, unless skip_invalid=True: then they are left out of the kept log, reported under `lines_skipped` and
+    kept in the archive, which holds every byte of the old log."""
     ds.writer.require()
     if not isinstance(retain_last, int) or isinstance(retain_last, bool) or retain_last < 1:
         raise ValueError(f"retain_last must be an integer >= 1, got {retain_last!r}.")
     paths = ds.paths
     if not write:
         lines, problems = _split(paths.events.read_bytes()) if paths.events.is_file() else ([], [])
+        total = len(lines) + len(problems)
         kept = min(len(lines), retain_last)
-        return {"write": False, "lines_total": len(lines), "lines_retained": kept,
-                "lines_removed": len(lines) - kept, "lines_skipped": problems, "archive_path": None}
+        return {"write": False, "lines_total": total, "lines_retained": kept,
+                "lines_removed": total - kept, "archive_path": None}
     if not acknowledge_cursor_reset:
         raise ValueError("Writing the gardened log resets byte offsets of log consumers; "
                          "pass acknowledge_cursor_reset=True (--acknowledge-cursor-reset).")
@@ -45,6 +61,8 @@ def garden_event_log(ds, retain_last: int = 1000, write: bool = False, acknowled
     with ds.lock(), file_lock(paths.events_lock, what="event lock"):
         data = paths.events.read_bytes() if paths.events.is_file() else b""
         lines, problems = _split(data)  # X11: bad lines are never kept; the archive holds every byte
+        if problems and not skip_invalid:
+            raise _refuse(paths, problems)
         kept = lines[-retain_last:]
         digest = hashlib.sha256(data).hexdigest()
         stamp = ts().replace(":", "").replace(".", "")
@@ -63,5 +81,6 @@ def garden_event_log(ds, retain_last: int = 1000, write: bool = False, acknowled
             write_bytes(archive, data, tmp=archive.with_name(archive.name + ".tmp"), label="garden-archive")
             write_bytes(paths.events, b"".join(kept) + line,
                         tmp=paths.dir / f".events.{uuid.uuid4().hex[:8]}.log", label="garden")
-    return {"write": True, "lines_total": len(lines), "lines_retained": len(kept),
-            "lines_removed": len(lines) - len(kept), "lines_skipped": problems, "archive_path": str(archive)}
+    result = {"write": True, "lines_total": len(lines), "lines_retained": len(kept),
+              "lines_removed": len(lines) - len(kept), "archive_path": str(archive)}
+    return {**result, "lines_skipped": problems} if skip_invalid else result
