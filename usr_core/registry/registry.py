@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from ..contract import STATE_COLUMNS, STATE_DESCRIPTION, STATE_NS, STATE_OWNER
-from ..errors import NamespaceError, SchemaError, option_hint
+from ..errors import NamespaceError, SchemaError, environment_failure, option_hint
 from ..layout import check_namespace_name, registry_lock_path, registry_path
 from ..storage.atomic import write_bytes
 from ..storage.locks import file_lock
