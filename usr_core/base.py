@@ -106,12 +106,13 @@ def restamp_base(paths: DatasetPaths, registry_hash: str, *, journal: Journal | 
                  journal=journal)
 
 
-def auto_freeze(paths: DatasetPaths, reg: Registry, *, journal: Journal | None = None) -> tuple[dict, bool]:
+def auto_freeze(paths: DatasetPaths, reg: Registry, *, journal: Journal | None = None,
+                registry_hash: str | None = None) -> tuple[dict, bool]:
     """R14: freeze file for the current hash, restamp the base if its hash differs.
 
     Returns (event args, changed).  The caller logs the event (auto=True) when changed.
     """
-    h = hash_registry(reg)
+    h = registry_hash or hash_registry(reg)
     freeze = paths.freeze_file(h)
     if journal is not None and not freeze.exists():
         journal.before_write(freeze)

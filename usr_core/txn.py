@@ -28,7 +28,7 @@ from .journal import Journal, sweep
 from .layout import DatasetPaths, dataset_paths
 from .maintenance.pending import finish_pending_compaction
 from .overlays.discovery import OverlaySource
-from .registry.registry import Registry, hash_registry, load_registry
+from .registry.registry import Registry, RegistryCache
 from .storage.atomic import crash_point
 from .storage.locks import file_lock
 
@@ -60,6 +60,7 @@ class Writer:
         self.lock_timeout = lock_timeout
         self.gate: dict | None = None  # set inside `maintenance()`: {"reason": ...}
         self.gate_actor: dict | None = None
+        self.registry_cache = RegistryCache(self.paths.root)  # lives as long as this writer
         self._depth = 0
         self._owner: int | None = None
 
@@ -79,11 +80,11 @@ class Writer:
         rd.base_schema(self.paths)
 
     def registry(self, required: bool = True) -> Registry | None:
-        return load_registry(self.root, required=required)
+        return self.registry_cache.load(required=required)
 
     def registry_hash(self) -> str | None:
         reg = self.registry(required=False)
-        return hash_registry(reg) if reg is not None else None
+        return self.registry_cache.hash(reg) if reg is not None else None
 
     # ---------------------------------------------------------------- lock and gate
     @contextlib.contextmanager
@@ -192,7 +193,7 @@ class Transaction:
         self.writer = writer
         self.paths = writer.paths
         self.registry = reg
-        self.registry_hash = hash_registry(reg)
+        self.registry_hash = writer.registry_cache.hash(reg)
         self.gate = gate if gate is not None else writer.gate
         self.actor = actor
         self.journal = Journal()
@@ -211,7 +212,7 @@ class Transaction:
         if self._froze:
             return False
         self._froze = True
-        args, changed = auto_freeze(self.paths, self.registry, journal=self.journal)
+        args, changed = auto_freeze(self.paths, self.registry, journal=self.journal, registry_hash=self.registry_hash)
         if changed:
             self._freeze_event = _Event("registry_freeze", dict(
                 args={"registry_hash": args["registry_hash"], "snapshot": args["snapshot"], "auto": True},

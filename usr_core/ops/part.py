@@ -50,7 +50,7 @@ def write_part(w: Writer, ns: str, table, *, key="id", key_col=None, allow_missi
             raise SchemaError(f"Overlay {ns!r} is keyed by {src.key!r}; cannot add a part keyed by {key!r} (M3).",
                               **option_hint("Write with {}.", "key", src.key))
         when = txn.overlay_stamp(src)
-        meta = {**extra, **registry_metadata(ns, key, ts(when), reg)}
+        meta = {**extra, **registry_metadata(ns, key, ts(when), reg, cache=w.registry_cache)}
         table, missing, encoded = ow.match_and_encode(paths, table, key, allow_missing, meta)
         if table.num_rows == 0:
             return PartWritten(ns, None, 0, None, missing, extra)
@@ -69,7 +69,7 @@ def create_overlay(w: Writer, ns: str, table, *, key="id", key_col=None, allow_m
     incoming = table.num_rows
     with w.transaction("write_overlay_part", args=args, actor=actor, reg=reg) as txn:
         check_create_target(w, ns)
-        meta = registry_metadata(ns, key, ts(), reg)
+        meta = registry_metadata(ns, key, ts(), reg, cache=w.registry_cache)
         table, missing = ow.match_base(txn.paths, table, key, allow_missing)
         if table.num_rows == 0:
             return 0

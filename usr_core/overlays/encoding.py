@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 
 from ..contract import (META_NAMESPACE_CONTRACT_HASH, META_OVERLAY_CREATED_AT, META_OVERLAY_KEY,
                         META_OVERLAY_NAMESPACE, META_REGISTRY_HASH, PARQUET_COMPRESSION, RESERVED_NAMESPACES)
-from ..registry.registry import Registry, hash_registry, namespace_contract_hash
+from ..registry.registry import Registry, RegistryCache, hash_registry, namespace_contract_hash
 from ..storage.atomic import atomic_path
 from ..storage.pool import pool_arange, pool_array
 from .keys import fixed_words, key_prefix
@@ -39,11 +39,14 @@ def overlay_metadata(ns: str, key: str, created_at: str, registry_hash: str | No
 
 
 def registry_metadata(ns: str, key: str, created_at: str, reg: Registry,
-                      base: dict[str, str] | None = None) -> dict[str, str]:
+                      base: dict[str, str] | None = None, *, cache: RegistryCache | None = None) -> dict[str, str]:
     """M2 stamped from a registry: current registry hash, and the namespace contract hash (R9; omitted
-    for reserved namespaces)."""
-    contract = None if ns in RESERVED_NAMESPACES else namespace_contract_hash(reg, ns)
-    return overlay_metadata(ns, key, created_at, hash_registry(reg), contract, base)
+    for reserved namespaces).  `cache` (the writer's) spares re-hashing an unchanged registry."""
+    if cache is None:
+        contract = None if ns in RESERVED_NAMESPACES else namespace_contract_hash(reg, ns)
+        return overlay_metadata(ns, key, created_at, hash_registry(reg), contract, base)
+    contract = None if ns in RESERVED_NAMESPACES else cache.contract_hash(reg, ns)
+    return overlay_metadata(ns, key, created_at, cache.hash(reg), contract, base)
 
 
 def cluster_by_key(table: pa.Table, key: str) -> pa.Table:

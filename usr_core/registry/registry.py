@@ -189,6 +189,48 @@ def load_registry(root, required: bool = True) -> Registry | None:
     return parse_registry(safe_load_yaml(_read_registry_text(path), str(path)), str(path))
 
 
+class RegistryCache:
+    """One root's registry.yaml, loaded and hashed once per version of the file.
+
+    Lifetime: owned by one `Writer` (so, one `Dataset`) or one reader; no module state.  A version is the
+    file's bytes (a registry is small: reading it costs microseconds, parsing, checking and hashing it
+    milliseconds), so a write by any process is seen on the next `load`, whatever the clock or inode reuse.
+    `load` hands out a private copy; `hash` and `contract_hash` answer from the cache only for a registry
+    equal to the cached one (dict equality), else compute."""
+
+    def __init__(self, root):
+        self.root = Path(root)
+        self._text: str | None = None
+        self._reg: Registry | None = None
+        self._hash: str | None = None
+        self._contracts: dict[str, str] = {}
+
+    def load(self, required: bool = True) -> Registry | None:
+        path = registry_path(self.root)
+        if not path.is_file():
+            self._text = self._reg = self._hash = None
+            return load_registry(self.root, required=required)
+        text = _read_registry_text(path)
+        if text != self._text:
+            reg = parse_registry(safe_load_yaml(text, str(path)), str(path))
+            self._text, self._reg, self._hash, self._contracts = text, reg, None, {}
+        return copy.deepcopy(self._reg)
+
+    def hash(self, reg: Registry) -> str:
+        if self._reg is None or reg != self._reg:
+            return hash_registry(reg)
+        if self._hash is None:
+            self._hash = hash_registry(self._reg)
+        return self._hash
+
+    def contract_hash(self, reg: Registry, ns: str) -> str:
+        if self._reg is None or reg != self._reg:
+            return namespace_contract_hash(reg, ns)
+        if ns not in self._contracts:
+            self._contracts[ns] = namespace_contract_hash(self._reg, ns)
+        return self._contracts[ns]
+
+
 _CDumper = getattr(yaml, "CSafeDumper", None)
 _SHORT_ASCII = 50  # no scalar this short can reach the 80-column folding at the registry's indentation
 
