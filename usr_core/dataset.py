@@ -191,10 +191,12 @@ class Dataset:
 
     # ------------------------------------------------------------------ reads
     def scan(self, *, columns=None, include_overlays=True, include_deleted=False,
-             batch_size: int = 65536) -> Iterator[pa.RecordBatch]:
+             batch_size: int = 65536, memory_budget=None) -> rd.Scan:
+        """Merged batches; memory bounded by `memory_budget` (bytes or e.g. '512MB'; default
+        $USR_MEMORY_BUDGET or 1 GiB).  Over budget, rows come in key-range order (`.ordered` False)."""
         self.writer.require()
         return rd.scan(self.paths, columns=columns, include_overlays=include_overlays,
-                       include_deleted=include_deleted, batch_size=batch_size)
+                       include_deleted=include_deleted, batch_size=batch_size, memory_budget=memory_budget)
 
     def read_table(self, *, columns=None, include_overlays=True, include_deleted=False) -> pa.Table:
         self.writer.require()

@@ -7,176 +7,24 @@ those positions: no per-batch rehashing, base order kept.
 from __future__ import annotations
 
 import itertools
-import stat
-import time
+import logging
+import math
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .contract import TOMBSTONE_COLUMNS, TOMBSTONE_NS
-from .errors import SchemaError, SequencesError, option_hint
+from .budget import estimate_join_bytes, memory_budget as resolve_budget, range_count
+from .consistency import consistent, vanished
+from .contract import TOMBSTONE_COLUMNS
 from .layout import DatasetPaths
-from .overlays.checks import check_sequence_keys, check_source
-from .overlays.discovery import OverlaySource, discover_overlays
-from .overlays.kernel import ProbeKeys, joined_columns, namespace_view
-from .overlays.keys import normalize_keys
-from .registry.registry import Registry, load_registry
-
-
-# ---------------------------------------------------------------- consistent listings (issue 6 §2)
-_ATTEMPTS = 10
-
-
-def _listing(paths: DatasetPaths) -> tuple:
-    """(name, inode, mtime) of records.parquet and each top-level _derived entry (dot-names skipped).
-
-    Part appends do not change it (a parts directory counts by inode, not mtime: a reader that missed
-    a part appended meanwhile saw an earlier, whole state); promotion, compaction, creation, removal
-    and base rewrites do."""
-    out = []
-    for p in [paths.records] + (sorted(paths.derived.iterdir()) if paths.derived.is_dir() else []):
-        if p.name.startswith("."):
-            continue
-        try:
-            st = p.stat()
-            out.append((p.name, st.st_ino, None if stat.S_ISDIR(st.st_mode) else st.st_mtime_ns))
-        except FileNotFoundError:
-            out.append((p.name, None, None))
-    return tuple(out)
-
-
-def _vanished(exc: BaseException) -> bool:
-    while exc is not None:
-        if isinstance(exc, FileNotFoundError) or "No such file or directory" in str(exc):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
-
-
-def consistent(paths: DatasetPaths, build):
-    """Run `build()` until no writer replaced the base or an overlay's top-level file meanwhile.
-
-    Readers take no lock: a file listed and then promoted, compacted away or replaced raises
-    FileNotFoundError (retried), and a changed listing means the read may mix states (retried)."""
-    for attempt in range(_ATTEMPTS):
-        before = _listing(paths)
-        try:
-            result = build()
-        except Exception as exc:
-            # an error while a writer changed the listing (e.g. a parts directory emptied by a compaction
-            # after it was listed) says nothing about the data: read again from the new listing
-            if attempt + 1 == _ATTEMPTS or not (_vanished(exc) or _listing(paths) != before):
-                raise
-            time.sleep(0.01 * (attempt + 1))
-            continue
-        if _listing(paths) == before or attempt + 1 == _ATTEMPTS:
-            return result
-        time.sleep(0.005 * (attempt + 1))
-    raise AssertionError("unreachable")
-
-
-def not_initialized(paths: DatasetPaths) -> SequencesError:
-    return SequencesError(f"Dataset not initialized: {paths.name!r} (no {paths.records}).",
-                          hint=f"Create it with Dataset(root, {paths.name!r}).init(), or check the root.",
-                          cli_hint=f"Create it with `usr init {paths.name}`, or check --root / USR_ROOT.")
-
-
-def base_schema(paths: DatasetPaths) -> pa.Schema:
-    if not paths.records.is_file():
-        raise not_initialized(paths)
-    try:
-        return pq.read_schema(paths.records)
-    except (OSError, pa.ArrowInvalid) as exc:
-        raise SchemaError(f"Cannot read {paths.records}: {exc}",
-                          hint="The base table is corrupt; restore it from _snapshots/.") from exc
-
-
-@dataclass
-class ReadPlan:
-    paths: DatasetPaths
-    base_names: list[str]
-    out_columns: list[str]
-    overlays: list[tuple[OverlaySource, list[str]]] = field(default_factory=list)  # (source, data columns to take)
-    tombstones: OverlaySource | None = None
-    include_deleted: bool = False
-    o3_passed: set = field(default_factory=set)  # O3 results of this read (checks.check_sequence_keys)
-
-    @property
-    def base_read(self) -> list[str]:
-        need = [c for c in self.base_names if c in self.out_columns]
-        extra = set()
-        for src, _ in self.overlays:
-            extra.add("id" if src.key == "id" else "sequence")
-        if self.tombstones is not None:
-            extra.add("id")
-        return need + [c for c in self.base_names if c in extra and c not in need]
-
-
-def _needed_namespaces(columns, include_overlays) -> set[str] | None:
-    """The namespaces a read uses (None: all).  Overlay columns are `<ns>__<field>` (O5), so explicit
-    columns name their namespaces; tombstones (`usr`) are always needed.  A read opens only the files
-    of these namespaces, so an unreadable part elsewhere does not break it."""
-    if isinstance(include_overlays, (list, tuple, set)):
-        allowed = set(include_overlays)
-    else:
-        allowed = None if include_overlays else set()
-    if columns is not None:
-        named = {c.split("__", 1)[0] for c in columns if "__" in c}
-        allowed = named if allowed is None else allowed & named
-    return None if allowed is None else allowed | {TOMBSTONE_NS}
-
-
-def plan_read(paths: DatasetPaths, columns=None, include_overlays=True, include_deleted=False,
-              registry: Registry | None = None) -> ReadPlan:
-    schema = base_schema(paths)
-    base_names = list(schema.names)
-    sources = discover_overlays(paths, _needed_namespaces(columns, include_overlays))
-    tomb = next((s for s in sources if s.namespace == TOMBSTONE_NS), None)
-    others = [s for s in sources if s.namespace != TOMBSTONE_NS]
-    if isinstance(include_overlays, (list, tuple, set)):
-        wanted = set(include_overlays)
-        others = [s for s in others if s.namespace in wanted]
-    elif not include_overlays:
-        others = []
-    reg = None
-    if others:
-        reg = registry if registry is not None else load_registry(paths.root, required=True)
-    for src in others + ([tomb] if tomb is not None else []):
-        check_source(src, paths, reg)
-    available = list(base_names)
-    per_source = []
-    for src in others:
-        cols = src.data_columns()
-        per_source.append((src, cols))
-        available += [c for c in cols if c not in available]
-    tomb_cols = list(TOMBSTONE_COLUMNS) if tomb is not None else []
-    if columns is None:  # O10: tombstone columns stand where `usr` falls among the overlays (L8 name order)
-        later = {id(s) for s in sources[sources.index(tomb) + 1:]} if tomb is not None else set()
-        cut = next((available.index(c) for s, cols in per_source if id(s) in later for c in cols
-                    if c not in base_names), len(available))
-        out = available[:cut] + (tomb_cols if include_deleted else []) + available[cut:]
-    else:
-        out = list(dict.fromkeys(columns))
-        hidden = [c for c in out if c in TOMBSTONE_COLUMNS]
-        if hidden and not include_deleted:
-            raise SchemaError(f"Columns {hidden} are tombstone columns (O11).",
-                              **option_hint("Pass {}.", "include_deleted"))
-        unknown = [c for c in out if c not in available and c not in TOMBSTONE_COLUMNS]
-        if unknown:
-            raise SchemaError(f"Unknown columns requested: {unknown} (O11).",
-                              hint=f"Available: {', '.join(available)}.")
-    plan = ReadPlan(paths, base_names, out, include_deleted=include_deleted)
-    plan.overlays = [(s, [c for c in cols if c in out]) for s, cols in per_source]
-    plan.overlays = [(s, cols) for s, cols in plan.overlays if cols]
-    plan.tombstones = tomb if (tomb is not None and (not include_deleted or any(c in out for c in tomb_cols))) else None
-    for src, _ in plan.overlays:
-        if src.key != "id":
-            check_sequence_keys(paths, src.key, plan.o3_passed)
-    return plan
+from .overlays.kernel import ProbeKeys, in_prefix_range as _in_range, joined_columns, namespace_view
+from .overlays.keys import key_prefix, normalize_keys
+from .readplan import ReadPlan, base_schema, not_initialized, plan_read  # noqa: F401 (read API)
+from .registry.registry import Registry
 
 
 def _base_keys(plan: ReadPlan, table_or_batch, key: str):
@@ -186,8 +34,10 @@ def _base_keys(plan: ReadPlan, table_or_batch, key: str):
 class _Joined:
     """Overlay columns LEFT JOINed onto a set of base rows (aligned row for row)."""
 
-    def __init__(self, plan: ReadPlan, base, keys_filter: bool):
+    def __init__(self, plan: ReadPlan, base, keys_filter: bool, key_range: tuple | None = None):
         """`base`: the base rows (at least their key columns), or a Future of them (read meanwhile).
+        `key_range` (key kind, prefix range): the base rows are those of that key range, so overlays of
+        that key kind read only its part rows (no key filter needed).
 
         The normalised base keys of each key kind, and their hash index, are built once and shared by
         every overlay (and the tombstones) joined here; they live as long as this object."""
@@ -196,13 +46,15 @@ class _Joined:
         table = (lambda: base.result()) if isinstance(base, Future) else (lambda: base)
         probes: dict[str, tuple[ProbeKeys, pa.Array | None]] = {}
 
-        def probe(key: str) -> tuple[ProbeKeys, pa.Array | None]:
+        def probe(key: str) -> tuple:
             if key not in probes:
-                if keys_filter:
+                if key_range is not None and key == key_range[0]:
+                    probes[key] = ProbeKeys(_base_keys(plan, table(), key)), None, key_range[1]
+                elif keys_filter:
                     keys = _base_keys(plan, table(), key)
-                    probes[key] = ProbeKeys(keys), pc.unique(keys.drop_null())
+                    probes[key] = ProbeKeys(keys), pc.unique(keys.drop_null()), None
                 else:
-                    probes[key] = ProbeKeys(lambda: _base_keys(plan, table(), key)), None
+                    probes[key] = ProbeKeys(lambda: _base_keys(plan, table(), key)), None, None
             return probes[key]
 
         for src, cols in plan.overlays:
@@ -241,6 +93,7 @@ class _Joined:
 
 
 _READ_AHEAD_BYTES = 256 << 20
+log = logging.getLogger(__name__)
 
 
 def _read_ahead(batches: Iterator[pa.RecordBatch], budget: int) -> list[pa.RecordBatch]:
@@ -253,13 +106,51 @@ def _read_ahead(batches: Iterator[pa.RecordBatch], budget: int) -> list[pa.Recor
     return got
 
 
+class Scan:
+    """The batches of one scan (an iterator), and how it streams.
+
+    `ordered`: rows come in base order (the join state fits `memory_budget`); False: the scan joins one
+    key range at a time (`ranges` of them) and rows come range by range, each range in base order
+    (O12).  `estimated_bytes`: the whole-dataset join state it compared with the budget."""
+
+    def __init__(self, paths: DatasetPaths, plan: ReadPlan, budget: int, estimate: int, batch_size: int):
+        self.memory_budget, self.estimated_bytes = budget, estimate
+        self.ranges = 1 if estimate <= budget else range_count(estimate, budget)
+        self.ordered = self.ranges == 1
+        if self.ordered:
+            self._it = _scan_whole(paths, plan, batch_size, min(_READ_AHEAD_BYTES, budget // 4))
+        else:
+            log.info("scan of %s: join state ~%d MiB exceeds the memory budget of %d MiB; streaming %d key "
+                     "ranges, rows in key-range order (O12)", paths.name, estimate >> 20, budget >> 20, self.ranges)
+            self._it = _scan_ranges(paths, plan, batch_size, self.ranges)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> pa.RecordBatch:
+        return next(self._it)
+
+
 def scan(paths: DatasetPaths, *, columns=None, include_overlays=True, include_deleted=False,
-         batch_size: int = 65536, registry: Registry | None = None) -> Iterator[pa.RecordBatch]:
+         batch_size: int = 65536, registry: Registry | None = None, memory_budget=None) -> Scan:
+    """O10/O12: merged batches; peak memory bounded by `memory_budget` (budget.memory_budget)."""
+    budget = resolve_budget(memory_budget)
+
     def prepare():
         plan = plan_read(paths, columns, include_overlays, include_deleted, registry)
+        if not (plan.overlays or plan.tombstones is not None):
+            return plan, 0
+        return plan, estimate_join_bytes(plan, pq.read_metadata(paths.records))
+
+    plan, estimate = consistent(paths, prepare)
+    return Scan(paths, plan, budget, estimate, batch_size)
+
+
+def _scan_whole(paths: DatasetPaths, plan: ReadPlan, batch_size: int, ahead_bytes: int):
+    def prepare():
         pf = pq.ParquetFile(paths.records)  # open handles survive a later replacement of the file
         if not (plan.overlays or plan.tombstones is not None):
-            return plan, None, pf.iter_batches(batch_size=batch_size, columns=plan.base_read), [], None
+            return None, pf.iter_batches(batch_size=batch_size, columns=plan.base_read), [], None
         key_cols = sorted({"id" if s.key == "id" else "sequence" for s, _ in plan.overlays}
                           | ({"id"} if plan.tombstones is not None else set()))
         # the key columns are read whole for the join (while the join reads the parts), then the other
@@ -270,15 +161,15 @@ def scan(paths: DatasetPaths, *, columns=None, include_overlays=True, include_de
             keys = pool.submit(pf.read, columns=key_cols)
             if rest:
                 batches = pq.ParquetFile(paths.records).iter_batches(batch_size=batch_size, columns=rest)
-                ahead = pool.submit(_read_ahead, batches, _READ_AHEAD_BYTES)
+                ahead = pool.submit(_read_ahead, batches, ahead_bytes)
             joined = _Joined(plan, keys, keys_filter=False)
             keys = keys.result()
             ahead = ahead.result() if rest else []
         if not rest:
             batches = (keys.slice(i, batch_size) for i in range(0, keys.num_rows, batch_size))
-        return plan, keys if rest else None, batches, ahead, joined
+        return keys if rest else None, batches, ahead, joined
 
-    plan, keys, batches, ahead, joined = consistent(paths, prepare)
+    keys, batches, ahead, joined = consistent(paths, prepare)
     start = 0
     for batch in itertools.chain(ahead, batches):
         n = batch.num_rows
@@ -292,6 +183,67 @@ def scan(paths: DatasetPaths, *, columns=None, include_overlays=True, include_de
             out = joined.assemble(batch, start)
         start += n
         for b in out.to_batches():
+            if b.num_rows:
+                yield b
+
+
+def _range_key(plan: ReadPlan) -> str:
+    """The key kind the ranges cut: ids when any overlay or the tombstones use them (ids are hashes:
+    their prefixes spread evenly), else sequences."""
+    return "id" if plan.tombstones is not None or any(s.key == "id" for s, _ in plan.overlays) else "sequence"
+
+
+def _cuts(pf: pq.ParquetFile, plan: ReadPlan, key: str, ranges: int) -> list[int]:
+    """Key prefixes cutting the base into `ranges` ranges of about equal rows (quantiles of a sample of
+    row groups spread over the file)."""
+    md = pf.metadata
+    step = max(1, md.num_row_groups // 16)
+    sample = [key_prefix(_base_keys(plan, pf.read_row_group(i, columns=[_base_column(key)]), key))
+              for i in range(0, md.num_row_groups, step)]
+    prefixes = np.sort(np.concatenate(sample + [np.empty(0, np.uint64)]))
+    if not len(prefixes):
+        return []
+    at = [prefixes[min(len(prefixes) - 1, math.floor(len(prefixes) * i / ranges))] for i in range(1, ranges)]
+    return sorted({int(x) for x in at if int(x) > 0})
+
+
+def _base_column(key: str) -> str:
+    return "id" if key == "id" else "sequence"
+
+
+def _range_table(paths: DatasetPaths, plan: ReadPlan, pf: pq.ParquetFile, key: str, lo: int, hi: int | None
+                 ) -> pa.Table:
+    """The merged rows of the base rows whose key prefix is in [lo, hi), in base order."""
+    pieces = []
+    for batch in pf.iter_batches(batch_size=1 << 16, columns=plan.base_read):
+        mask = _in_range(_base_keys(plan, batch, key), (lo, hi))
+        if mask.true_count:
+            pieces.append(batch.filter(mask))
+    base = pa.Table.from_batches(pieces, pf.schema_arrow.empty_table().select(plan.base_read).schema)
+    base = base.combine_chunks()
+    return _Joined(plan, base, keys_filter=True, key_range=(key, (lo, hi))).assemble(base, 0)
+
+
+def _scan_ranges(paths: DatasetPaths, plan: ReadPlan, batch_size: int, ranges: int):
+    pf = pq.ParquetFile(paths.records)  # the base as it was when the scan began, for every range
+    key = _range_key(plan)
+    cuts = _cuts(pf, plan, key, ranges)
+    state = {"plan": plan}
+
+    def build(lo, hi):
+        try:
+            return _range_table(paths, state["plan"], pf, key, lo, hi)
+        except Exception as exc:
+            if vanished(exc):  # a compaction or promotion replaced parts: read this range from the new files
+                again = plan_read(paths, plan.out_columns, [s.namespace for s, _ in plan.overlays] or False,
+                                  plan.include_deleted)
+                if again.out_columns == plan.out_columns:
+                    state["plan"] = again
+            raise
+
+    for lo, hi in zip([0] + cuts, cuts + [None]):
+        table = consistent(paths, lambda: build(lo, hi))
+        for b in table.to_batches(max_chunksize=batch_size):
             if b.num_rows:
                 yield b
 

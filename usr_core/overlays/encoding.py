@@ -106,6 +106,30 @@ def dictionary_columns(schema: pa.Schema, key: str) -> list[str]:
                                                          or pa.types.is_dictionary(f.type))]
 
 
+def row_groups_in_range(pf: pq.ParquetFile, key: str, prefix_range: tuple) -> list[int] | None:
+    """Row groups whose key min/max prefixes (first 8 bytes, big-endian) overlap [lo, hi); None when
+    statistics are unusable."""
+    lo, hi = prefix_range
+    md = pf.metadata
+    col_idx = pf.schema_arrow.get_field_index(key)
+    if col_idx < 0:
+        return None
+    keep = []
+    for i in range(md.num_row_groups):
+        stats = md.row_group(i).column(col_idx).statistics
+        if stats is None or not stats.has_min_max:
+            return None
+        gmin, gmax = (stat_prefix(v) for v in (stats.min, stats.max))
+        if gmax >= lo and (hi is None or gmin < hi):
+            keep.append(i)
+    return keep
+
+
+def stat_prefix(value) -> int:
+    raw = value if isinstance(value, bytes) else str(value).encode()
+    return int.from_bytes(raw[:8].ljust(8, b"\0"), "big")
+
+
 def row_groups_with_keys(pf: pq.ParquetFile, key: str, sorted_keys: list[str]) -> list[int] | None:
     """Row groups whose key min/max may hold one of `sorted_keys`; None when statistics are unusable."""
     md = pf.metadata

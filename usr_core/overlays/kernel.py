@@ -18,21 +18,47 @@ import pyarrow.parquet as pq
 from ..errors import SchemaError
 from .checks import check_created_at, require_key, unify_types
 from .discovery import OverlaySource, Part
-from .encoding import META_KEYS_CLUSTERED, row_groups_with_keys
+from .encoding import META_KEYS_CLUSTERED, row_groups_in_range, row_groups_with_keys
 from .keymatch import KeyIndex
-from .keys import fixed_words, normalize_keys
+from .keys import fixed_words, key_prefix, normalize_keys
 
 
-def read_part(part: Part, key: str, columns: list[str], keys_filter: pa.Array | None) -> pa.Table:
+PrefixRange = tuple  # (lo, hi): key prefixes (overlays.keys.key_prefix) lo <= p < hi; hi None: no end
+
+
+def in_prefix_range(keys: pa.Array, prefix_range: PrefixRange) -> pa.Array:
+    lo, hi = prefix_range
+    p = key_prefix(keys)
+    mask = p >= np.uint64(lo)
+    if hi is not None:
+        mask &= p < np.uint64(hi)
+    return pa.array(mask)
+
+
+def read_part(part: Part, key: str, columns: list[str], keys_filter: pa.Array | None,
+              prefix_range: PrefixRange | None = None) -> pa.Table:
+    """The part's key and columns; with `keys_filter`, only rows whose key is in it; with `prefix_range`,
+    only rows whose key prefix is in it.  Filtered reads go row group by row group (clustered parts
+    skip the row groups their key statistics rule out), so memory holds the kept rows only."""
     wanted = [key] + [c for c in columns if part.schema.get_field_index(c) >= 0]
-    if keys_filter is None:
+    if keys_filter is None and prefix_range is None:
         return pq.read_table(part.path, columns=wanted)
     with pq.ParquetFile(part.path) as pf:
         groups = None
         if part.meta.get(META_KEYS_CLUSTERED):
-            groups = row_groups_with_keys(pf, key, sorted(keys_filter.to_pylist()))
-        table = pf.read(columns=wanted) if groups is None else pf.read_row_groups(groups, columns=wanted)
-    return table.filter(pc.is_in(normalize_keys(table[key], key), value_set=keys_filter))
+            groups = row_groups_in_range(pf, key, prefix_range) if prefix_range is not None else \
+                row_groups_with_keys(pf, key, sorted(keys_filter.to_pylist()))
+        pieces = []
+        for i in range(pf.num_row_groups) if groups is None else groups:
+            t = pf.read_row_group(i, columns=wanted)
+            keys = normalize_keys(t[key], key)
+            keep = in_prefix_range(keys, prefix_range) if prefix_range is not None else \
+                pc.is_in(keys, value_set=keys_filter)
+            pieces.append(t.filter(keep))
+        schema = pf.schema_arrow
+    if not pieces:
+        return pa.schema([schema.field(c) for c in wanted]).empty_table()
+    return pa.concat_tables(pieces) if len(pieces) > 1 else pieces[0]
 
 
 THREADED_ROWS = 200_000
@@ -110,8 +136,8 @@ class LoadedPart:
     keys: pa.Array | None = None
 
 
-def load_parts(src: OverlaySource, columns: list[str], probe: ProbeKeys | None, keys_filter: pa.Array | None
-               ) -> tuple[list[LoadedPart], pa.Array | None]:
+def load_parts(src: OverlaySource, columns: list[str], probe: ProbeKeys | None, keys_filter: pa.Array | None,
+               prefix_range: PrefixRange | None = None) -> tuple[list[LoadedPart], pa.Array | None]:
     """Read the parts (newest first, O9) and map their keys to probe rows where the fast path fits.
 
     Keys are dropped as soon as they are mapped, so a read holds the key strings of two parts at
@@ -123,7 +149,7 @@ def load_parts(src: OverlaySource, columns: list[str], probe: ProbeKeys | None, 
     resolved = probe.resolve
 
     def load(part: Part) -> LoadedPart:
-        t = read_part(part, key, columns, keys_filter)
+        t = read_part(part, key, columns, keys_filter, prefix_range)
         cols = {c: t[c].combine_chunks() if c in t.column_names else pa.nulls(t.num_rows, types[c]) for c in columns}
         out = LoadedPart(str(part.path), t.num_rows, cols)
         st = resolved()
@@ -264,7 +290,9 @@ def namespace_view(src: OverlaySource, columns: list[str] | None = None,
 
 
 def joined_columns(src: OverlaySource, columns: list[str], probe: ProbeKeys,
-                   keys_filter: pa.Array | None = None) -> dict[str, pa.Array]:
-    """O10: the namespace view LEFT JOINed onto `probe` (normalised base keys), aligned row for row."""
-    loaded, probe = load_parts(src, columns, probe, keys_filter)
+                   keys_filter: pa.Array | None = None, prefix_range: PrefixRange | None = None
+                   ) -> dict[str, pa.Array]:
+    """O10: the namespace view LEFT JOINed onto `probe` (normalised base keys), aligned row for row.
+    `prefix_range`: the probe holds only keys of that prefix range, so only part rows in it are read."""
+    loaded, probe = load_parts(src, columns, probe, keys_filter, prefix_range)
     return merge_parts(loaded, src.key, columns, probe)[1]

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 
 from .checks import check_created_at, require_key, unify_types
 from .discovery import OverlaySource, Part
-from .encoding import META_KEYS_CLUSTERED
+from .encoding import META_KEYS_CLUSTERED, stat_prefix
 from .kernel import LoadedPart, map_parallel, merge_parts
 from .keys import key_prefix, normalize_keys
 
@@ -23,11 +23,6 @@ RANGE_ROWS = 262144  # part rows merged at once (all parts together)
 
 class NotClustered(Exception):
     """A part's stored keys are not normalised or not ordered: use the whole-view merge instead."""
-
-
-def _stat_prefix(value) -> int:
-    raw = value if isinstance(value, bytes) else str(value).encode()
-    return int.from_bytes(raw[:8].ljust(8, b"\0"), "big")
 
 
 class _Cursor:
@@ -44,7 +39,7 @@ class _Cursor:
             st = md.row_group(i).column(idx).statistics
             if st is None or not st.has_min_max or st.null_count:
                 raise NotClustered(part.path)
-            self.groups.append((_stat_prefix(st.min), _stat_prefix(st.max), md.row_group(i).num_rows))
+            self.groups.append((stat_prefix(st.min), stat_prefix(st.max), md.row_group(i).num_rows))
         if any(b[0] < a[1] for a, b in zip(self.groups, self.groups[1:])):
             raise NotClustered(part.path)
         self.next = 0

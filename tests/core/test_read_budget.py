@@ -1,0 +1,92 @@
+"""Memory budget of scans (issue 15): over budget, a scan joins one key range at a time and gives the
+same merged view (O9, O10, T3), unordered as O12 allows; within budget it keeps base order."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from usr_core import budget
+from usr_core.errors import SchemaError
+
+NS = {"mock": "mock__score:float64,mock__label:string", "emb": "emb__v:list<float32>",
+      "seqk": "seqk__v:int64"}
+
+
+def _seqs(n: int) -> list[str]:
+    rng = np.random.default_rng(5)
+    return sorted({"".join("ACGT"[i] for i in rng.integers(0, 4, 24)) for _ in range(n)})
+
+
+@pytest.fixture
+def ds(make_ds):
+    ds = make_ds(seqs=_seqs(600), namespaces=NS)
+    base = ds.read_table(columns=["id", "sequence"])
+    ids, seqs = base["id"].to_pylist(), base["sequence"].to_pylist()
+    rng = np.random.default_rng(6)
+    for k in range(3):  # overlapping parts: the newest non-NULL value wins
+        pick = [i for i in range(len(ids)) if rng.random() < 0.6]
+        ds.write_overlay_part("mock", pa.table({
+            "id": [ids[i] for i in pick],
+            "mock__score": pa.array([None if rng.random() < 0.3 else float(rng.random()) for _ in pick], pa.float64()),
+            "mock__label": pa.array([None if rng.random() < 0.3 else f"p{k}" for _ in pick], pa.string())}))
+        ds.write_overlay_part("emb", pa.table({
+            "id": [ids[i] for i in pick],
+            "emb__v": pa.array([None if rng.random() < 0.2 else rng.random(8).astype(np.float32).tolist()
+                                for _ in pick], pa.list_(pa.float32()))}))
+        ds.write_overlay_part("seqk", pa.table({"sequence": [seqs[i] for i in pick],
+                                                "seqk__v": pa.array(rng.integers(0, 99, len(pick)), pa.int64())}),
+                              key="sequence")
+    ds.tombstone(ids[::23])
+    return ds
+
+
+def _tiny(ds, monkeypatch, **kw):
+    """A scan whose budget is a third of its estimated join state (several key ranges)."""
+    monkeypatch.setattr(budget, "MIN_BUDGET", 1)
+    est = ds.scan(**kw).estimated_bytes
+    return ds.scan(memory_budget=max(1, est // 3), **kw)
+
+
+@pytest.mark.parametrize("kw", [{}, {"columns": ["id", "mock__score"]}, {"columns": ["id", "emb__v"]},
+                                {"columns": ["sequence", "seqk__v"]}, {"include_deleted": True},
+                                {"columns": ["id", "seqk__v", "emb__v"], "batch_size": 17}])
+def test_O12_tiny_budget_scans_the_same_rows_in_key_ranges(ds, monkeypatch, caplog, kw):
+    """[O9] [O10] [O12] [T3] a budget below the join state: several key ranges, set-equal to the
+    unbounded scan (lists, tombstones, sequence keys), batches within batch_size."""
+    whole = ds.scan(**kw)
+    assert whole.ordered and whole.ranges == 1
+    want = pa.Table.from_batches(list(whole))
+    with caplog.at_level(logging.INFO, logger="usr_core.read"):
+        small = _tiny(ds, monkeypatch, **kw)
+        batches = list(small)
+    assert not small.ordered and small.ranges >= 3
+    assert "key-range order" in caplog.text
+    assert all(b.num_rows <= kw.get("batch_size", 65536) for b in batches)
+    got = pa.Table.from_batches(batches, want.schema)
+    assert got.schema == want.schema and got.num_rows == want.num_rows
+    key = "id" if "id" in want.column_names else "sequence"
+    assert got.sort_by(key).equals(want.sort_by(key))
+
+
+def test_O12_default_budget_keeps_base_order(ds):
+    """[O12] within the default budget the scan is in base order and says so."""
+    s = ds.scan()
+    assert s.ordered and s.memory_budget == budget.DEFAULT_BUDGET
+    assert pa.Table.from_batches(list(s))["id"].to_pylist() == ds.read_table()["id"].to_pylist()
+
+
+def test_budget_from_env_and_argument(ds, monkeypatch):
+    monkeypatch.setenv(budget.ENV_VAR, "64MiB")
+    assert ds.scan().memory_budget == 64 << 20
+    assert ds.scan(memory_budget="2GB").memory_budget == 2 * 10**9
+    assert ds.scan(memory_budget=100 << 20).memory_budget == 100 << 20
+    for bad in ("lots", "12 parsecs", "1KB"):
+        with pytest.raises(SchemaError) as exc:
+            ds.scan(memory_budget=bad)
+        assert "memory_budget" in (exc.value.hint or "") or "MiB" in (exc.value.hint or "")
+    monkeypatch.setenv(budget.ENV_VAR, "nonsense")
+    with pytest.raises(SchemaError, match="nonsense"):
+        ds.scan()

@@ -1,0 +1,92 @@
+"""The memory budget of a read (issue 15): how much join state a scan may hold, and its estimate.
+
+A scan joins overlays onto base rows.  Its state is the base key column(s) with their hash index,
+each part's key-to-row map and data columns, and the merged columns, all proportional to N.  When
+the estimate fits the budget, the scan holds it once and streams base batches in base order.  When
+it does not, the scan cuts the key space into ranges (key prefixes) and joins one range at a time,
+yielding rows range by range (O12 lets a full scan be unordered); `head` and `get` keep base order.
+
+The budget comes from the `memory_budget` argument, else the USR_MEMORY_BUDGET environment variable
+(bytes, or a number with KB/MB/GB/KiB/MiB/GiB), else DEFAULT_BUDGET.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+
+import pyarrow.parquet as pq
+
+from .errors import SchemaError
+
+ENV_VAR = "USR_MEMORY_BUDGET"
+DEFAULT_BUDGET = 1 << 30
+MIN_BUDGET = 16 << 20
+_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
+          "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "t": 10**12, "tb": 10**12, "tib": 1 << 40}
+_INDEX_BYTES_PER_KEY = 24  # hash + row (uint64 each) + a slot per probe row
+_POSITION_BYTES = 8  # a part row's probe row (int64)
+
+
+def parse_budget(value) -> int:
+    """Bytes from an int or a text like '512MB' / '1 GiB' (SchemaError naming the fix otherwise)."""
+    if isinstance(value, bool):
+        value = None
+    if isinstance(value, int):
+        number = value
+    else:
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(value))
+        unit = m.group(2).lower() if m else None
+        if m is None or unit not in _UNITS:
+            raise SchemaError(f"Memory budget {value!r} is not a size.",
+                              hint=f"Give bytes or a number with a unit, e.g. 512MB or 2GiB (argument memory_budget "
+                                   f"or {ENV_VAR}).")
+        number = int(float(m.group(1)) * _UNITS[unit])
+    if number < MIN_BUDGET:
+        raise SchemaError(f"Memory budget {value!r} is below the minimum of {MIN_BUDGET >> 20} MiB.",
+                          hint=f"Give at least {MIN_BUDGET >> 20}MiB.")
+    return number
+
+
+def memory_budget(value=None) -> int:
+    """The budget of one read: `value`, else $USR_MEMORY_BUDGET, else DEFAULT_BUDGET (bytes)."""
+    if value is not None:
+        return parse_budget(value)
+    env = os.environ.get(ENV_VAR, "").strip()
+    return parse_budget(env) if env else DEFAULT_BUDGET
+
+
+def _column_bytes(md, names: set[str]) -> int:
+    """Uncompressed bytes of the named columns in a parquet footer (close to their Arrow size)."""
+    total = 0
+    for i in range(md.num_row_groups):
+        rg = md.row_group(i)
+        for j in range(rg.num_columns):
+            col = rg.column(j)
+            if col.path_in_schema.split(".")[0] in names:
+                total += col.total_uncompressed_size
+    return total
+
+
+def estimate_join_bytes(plan, base_md) -> int:
+    """Bytes a whole-dataset join of `plan` holds at once (see the module docstring)."""
+    n = base_md.num_rows
+    key_cols = {"id" if s.key == "id" else "sequence" for s, _ in plan.overlays}
+    if plan.tombstones is not None:
+        key_cols.add("id")
+    total = _column_bytes(base_md, key_cols) + n * _INDEX_BYTES_PER_KEY * len(key_cols)
+    sources = list(plan.overlays) + ([(plan.tombstones, ["usr__deleted"])] if plan.tombstones is not None else [])
+    for src, cols in sources:
+        widest = 0
+        for part in src.parts:
+            md = pq.read_metadata(part.path)
+            data = _column_bytes(md, set(cols))
+            total += data + md.num_rows * _POSITION_BYTES
+            widest = max(widest, data / max(md.num_rows, 1))
+        total += int(n * widest)  # the merged columns, aligned to base rows
+    return total
+
+
+def range_count(estimate: int, budget: int) -> int:
+    """Key ranges that bring one range's state to about half the budget (the rest: batches in flight)."""
+    return max(1, math.ceil(estimate / (budget / 2)))
