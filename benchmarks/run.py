@@ -1,4 +1,5 @@
 """`python -m benchmarks.run [--quick] [--n 100000,1000000] [--runs 3] [--out FILE] [--doc FILE]`
+(`python -m benchmarks.run --scale --workdir DIR ...` runs the scale benchmark, benchmarks/scale.py)
 
 Builds synthetic datasets in a temp dir through usr_core's public API, measures every scenario of
 issue 5 side by side with its baseline (each measurement in a fresh interpreter, medians over
@@ -16,7 +17,7 @@ import time
 from pathlib import Path
 
 from . import build as B
-from . import report, scenarios
+from . import report, scale, scenarios
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "latest.json"
 
@@ -40,7 +41,10 @@ def parse_args(argv):
 
 
 def main(argv=None) -> int:
-    a = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if "--scale" in argv:
+        return scale.main([x for x in argv if x != "--scale"])
+    a = parse_args(argv)
     started = time.perf_counter()
     host = report.machine()  # load average before the run
     work = a.workdir or Path(tempfile.mkdtemp(prefix="usr-bench-"))

@@ -30,3 +30,23 @@ def test_benchmark_quick_run_reports_every_scenario(tmp_path):
         assert entry["rows_agree"] and entry["same_cells_as_pyarrow"], f"{name}: ours differs from the baselines"
     assert doc["machine"]["nproc"] >= 1
     assert "| scenario |" in proc.stdout
+
+
+def test_scale_benchmark_small_run_reports_ours_and_duckdb(tmp_path):
+    """Issue 15: `benchmarks.run --scale` measures ours and DuckDB (unlimited, limited) on data built once
+    under --workdir; a small budget makes our list scan stream in key ranges with DuckDB's row count."""
+    out = tmp_path / "scale.json"
+    cmd = [sys.executable, "-m", "benchmarks.run", "--scale", "--workdir", str(tmp_path / "w"), "--n", "30000",
+           "--list-n", "20000", "--budget", "16MiB", "--out", str(out)]
+    for _ in range(2):  # the second run reuses the data
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, f"scale benchmark failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    assert "data ready in 0s" in proc.stdout
+    runs = json.loads(out.read_text())["runs"]
+    assert set(runs) == {"floats_30000", "lists_20000"}
+    for name, scen in runs.items():
+        for label, row in scen.items():
+            assert "error" not in row["ours"], (name, label, row["ours"])
+            assert row["ours"]["rows"] == row["duckdb_unlimited"]["rows"], (name, label)
+            assert row["ours"]["bytes_per_row"] > 0
+    assert runs["lists_20000"]["list"]["ours"]["ordered"] is False
