@@ -9,7 +9,9 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -17,11 +19,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .budget import estimate_join_bytes, memory_budget as resolve_budget, range_count
+from .budget import base_bytes, estimate_join_bytes, memory_budget as resolve_budget, peak_bytes, range_count
 from .consistency import consistent, vanished
 from .contract import TOMBSTONE_COLUMNS
 from .layout import DatasetPaths
-from .overlays.kernel import ProbeKeys, in_prefix_range as _in_range, joined_columns, namespace_view
+from .overlays.kernel import ProbeKeys, joined_columns, namespace_view
 from .overlays.keys import key_prefix, normalize_keys
 from .readplan import ReadPlan, base_schema, not_initialized, plan_read  # noqa: F401 (read API)
 from .registry.registry import Registry
@@ -111,17 +113,23 @@ class Scan:
 
     `ordered`: rows come in base order (the join state fits `memory_budget`); False: the scan joins one
     key range at a time (`ranges` of them) and rows come range by range, each range in base order
-    (O12).  `estimated_bytes`: the whole-dataset join state it compared with the budget."""
+    (O12).  `estimated_bytes`: the expected peak of a base-order scan (budget.peak_bytes), compared with
+    the budget; `join_bytes`: the join state it derives from (budget.estimate_join_bytes)."""
 
-    def __init__(self, paths: DatasetPaths, plan: ReadPlan, budget: int, estimate: int, batch_size: int):
-        self.memory_budget, self.estimated_bytes = budget, estimate
-        self.ranges = 1 if estimate <= budget else range_count(estimate, budget)
+    def __init__(self, paths: DatasetPaths, plan: ReadPlan, budget: int, estimate: tuple[int, int],
+                 batch_size: int):
+        join, base = estimate
+        self.join_bytes = join
+        ahead = min(_READ_AHEAD_BYTES, budget // 4)
+        self.memory_budget, self.estimated_bytes = budget, peak_bytes(join, ahead) if join else 0
+        self.ranges = 1 if self.estimated_bytes <= budget else range_count(join, base, budget)
         self.ordered = self.ranges == 1
         if self.ordered:
-            self._it = _scan_whole(paths, plan, batch_size, min(_READ_AHEAD_BYTES, budget // 4))
+            self._it = _scan_whole(paths, plan, batch_size, ahead)
         else:
             log.info("scan of %s: join state ~%d MiB exceeds the memory budget of %d MiB; streaming %d key "
-                     "ranges, rows in key-range order (O12)", paths.name, estimate >> 20, budget >> 20, self.ranges)
+                     "ranges, rows in key-range order (O12)", paths.name, self.estimated_bytes >> 20, budget >> 20,
+                     self.ranges)
             self._it = _scan_ranges(paths, plan, batch_size, self.ranges)
 
     def __iter__(self):
@@ -139,8 +147,9 @@ def scan(paths: DatasetPaths, *, columns=None, include_overlays=True, include_de
     def prepare():
         plan = plan_read(paths, columns, include_overlays, include_deleted, registry)
         if not (plan.overlays or plan.tombstones is not None):
-            return plan, 0
-        return plan, estimate_join_bytes(plan, pq.read_metadata(paths.records))
+            return plan, (0, 0)
+        md = pq.read_metadata(paths.records)
+        return plan, (estimate_join_bytes(plan, md), base_bytes(plan, md))
 
     plan, estimate = consistent(paths, prepare)
     return Scan(paths, plan, budget, estimate, batch_size)
@@ -211,41 +220,66 @@ def _base_column(key: str) -> str:
     return "id" if key == "id" else "sequence"
 
 
-def _range_table(paths: DatasetPaths, plan: ReadPlan, pf: pq.ParquetFile, key: str, lo: int, hi: int | None
-                 ) -> pa.Table:
-    """The merged rows of the base rows whose key prefix is in [lo, hi), in base order."""
-    pieces = []
-    for batch in pf.iter_batches(batch_size=1 << 16, columns=plan.base_read):
-        mask = _in_range(_base_keys(plan, batch, key), (lo, hi))
-        if mask.true_count:
-            pieces.append(batch.filter(mask))
-    base = pa.Table.from_batches(pieces, pf.schema_arrow.empty_table().select(plan.base_read).schema)
-    base = base.combine_chunks()
+def _spill_by_range(pf: pq.ParquetFile, plan: ReadPlan, key: str, cuts: np.ndarray, folder: Path) -> list[Path]:
+    """One pass over the base: each batch's rows go to the spill file of their key range (Arrow IPC,
+    LZ4), in base order within a range."""
+    files = [folder / f"range-{r:05d}.arrow" for r in range(len(cuts) + 1)]
+    writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
+    options = pa.ipc.IpcWriteOptions(compression="lz4" if pa.Codec.is_available("lz4") else None)
+    try:
+        for batch in pf.iter_batches(batch_size=1 << 16, columns=plan.base_read):
+            rid = np.searchsorted(cuts, key_prefix(_base_keys(plan, batch, key)), side="right")
+            counts = np.bincount(rid, minlength=len(files))
+            grouped = batch.take(pa.array(np.argsort(rid, kind="stable")))
+            start = 0
+            for r in np.flatnonzero(counts):
+                if r not in writers:
+                    writers[r] = pa.ipc.new_stream(files[r], batch.schema, options=options)
+                writers[r].write_batch(grouped.slice(start, int(counts[r])))
+                start += int(counts[r])
+    finally:
+        for w in writers.values():
+            w.close()
+    return files
+
+
+def _range_table(plan: ReadPlan, base: pa.Table, key: str, lo: int, hi: int | None) -> pa.Table:
+    """The merged rows of `base`, the base rows whose key prefix is in [lo, hi)."""
     return _Joined(plan, base, keys_filter=True, key_range=(key, (lo, hi))).assemble(base, 0)
 
 
 def _scan_ranges(paths: DatasetPaths, plan: ReadPlan, batch_size: int, ranges: int):
-    pf = pq.ParquetFile(paths.records)  # the base as it was when the scan began, for every range
+    """Spill the base columns by key range (one read of the base, files in the temp folder, each removed
+    once its range is joined), then join range by range."""
+    pf = pq.ParquetFile(paths.records)  # the base as it was when the scan began
     key = _range_key(plan)
     cuts = _cuts(pf, plan, key, ranges)
     state = {"plan": plan}
 
-    def build(lo, hi):
+    def build(base, lo, hi):
         try:
-            return _range_table(paths, state["plan"], pf, key, lo, hi)
+            return _range_table(state["plan"], base, key, lo, hi)
         except Exception as exc:
-            if vanished(exc):  # a compaction or promotion replaced parts: read this range from the new files
+            if vanished(exc):  # a compaction or promotion replaced parts: join this range with the new files
                 again = plan_read(paths, plan.out_columns, [s.namespace for s, _ in plan.overlays] or False,
                                   plan.include_deleted)
                 if again.out_columns == plan.out_columns:
                     state["plan"] = again
             raise
 
-    for lo, hi in zip([0] + cuts, cuts + [None]):
-        table = consistent(paths, lambda: build(lo, hi))
-        for b in table.to_batches(max_chunksize=batch_size):
-            if b.num_rows:
-                yield b
+    with tempfile.TemporaryDirectory(prefix="usr-scan-") as folder:
+        files = _spill_by_range(pf, plan, key, np.array(cuts, np.uint64), Path(folder))
+        for path, lo, hi in zip(files, [0] + cuts, cuts + [None]):
+            if not path.exists():
+                continue
+            with pa.OSFile(str(path)) as fh:
+                base = pa.ipc.open_stream(fh).read_all().combine_chunks()
+            path.unlink()
+            table = consistent(paths, lambda base=base, lo=lo, hi=hi: build(base, lo, hi))
+            del base
+            for b in table.to_batches(max_chunksize=batch_size):
+                if b.num_rows:
+                    yield b
 
 
 def read_table(paths: DatasetPaths, **kwargs) -> pa.Table:

@@ -49,8 +49,10 @@ def read_part(part: Part, key: str, columns: list[str], keys_filter: pa.Array | 
             groups = row_groups_in_range(pf, key, prefix_range) if prefix_range is not None else \
                 row_groups_with_keys(pf, key, sorted(keys_filter.to_pylist()))
         pieces = []
-        for i in range(pf.num_row_groups) if groups is None else groups:
-            t = pf.read_row_group(i, columns=wanted)
+        # the row groups statistics kept are read at once; without statistics, one group at a time
+        chunks = [groups] if groups is not None else [[i] for i in range(pf.num_row_groups)]
+        for chunk in chunks:
+            t = pf.read_row_groups(chunk, columns=wanted)
             keys = normalize_keys(t[key], key)
             keep = in_prefix_range(keys, prefix_range) if prefix_range is not None else \
                 pc.is_in(keys, value_set=keys_filter)
