@@ -105,6 +105,7 @@ def shard_jobs(sharded: dict) -> list:
     jobs = []
     for n, keys in sorted(by_count.items()):
         jobs.append(define_asset_job(
-            f"usr_shards_{n}", selection=AssetSelection.assets(*keys),
-            description=f"Materialize the namespaces declared with shards={n}: one run per shard (partition)."))
+            f"usr_shards_{n}", selection=AssetSelection.assets(*keys).without_checks(),
+            description=f"Materialize the namespaces declared with shards={n}: one run per shard (partition). "
+                        "The namespace checks are not run per shard: they run in usr_checks, on their own."))
     return jobs
