@@ -11,6 +11,7 @@ from dagster import AutomationCondition, definitions
 
 from .build import build_usr_definitions
 from .demo.namespaces import DEMO_NAMESPACES
+from .demo.sliced import SLICED_NAMESPACES
 from .demo.seed import ensure_demo
 
 DEFAULT_ROOT = "demo_root"
@@ -33,7 +34,7 @@ def demo_definitions(root=None):
     root = Path(root) if root is not None else demo_root()
     ensure_demo(root, owned="USR_ROOT" not in os.environ)
     auto = os.environ.get("USR_DAGSTER_AUTOMATION", "1") != "0"
-    return build_usr_definitions(root, DEMO_NAMESPACES, running=True,
+    return build_usr_definitions(root, [*DEMO_NAMESPACES, *SLICED_NAMESPACES], running=True,
                                  automation_condition=fill_missing() if auto else None)
 
 
