@@ -41,8 +41,6 @@ def build_floats(workdir: Path, n: int, seed: int = 1) -> Path:
     """Dataset of n records + 3 overlapping float parts; returns the dataset dir (reused when built)."""
     from usr_core import Dataset, register_namespace
 
-    from . import synth
-
     root = workdir / f"floats_n{n}"
     done = root / ".built"
     if done.exists():
@@ -52,8 +50,7 @@ def build_floats(workdir: Path, n: int, seed: int = 1) -> Path:
     ds = Dataset(root, NAME)
     if not ds.paths.records.is_file():
         ds.init(source="synthetic")
-    ids = pa.array(ds.add_sequences(synth.sequences_table(n, seed), bio_type="dna", alphabet="dna_4").ids,
-                   pa.string())
+    ids = _add_in_chunks(ds, n, seed)
     rng = np.random.default_rng(seed + 1)
     for _ in range(3):
         idx = np.flatnonzero(rng.random(n) < 0.6)
@@ -69,8 +66,6 @@ def build_lists(workdir: Path, n: int, seed: int = 2, chunk: int = 250_000) -> P
     """Dataset of n records + a list<float32> namespace of LIST_LEN values per row (parts of `chunk` rows)."""
     from usr_core import Dataset, register_namespace
 
-    from . import synth
-
     root = workdir / f"lists_n{n}"
     done = root / ".built"
     if done.exists():
@@ -80,8 +75,7 @@ def build_lists(workdir: Path, n: int, seed: int = 2, chunk: int = 250_000) -> P
     ds = Dataset(root, NAME)
     if not ds.paths.records.is_file():
         ds.init(source="synthetic")
-    ids = pa.array(ds.add_sequences(synth.sequences_table(n, seed), bio_type="dna", alphabet="dna_4").ids,
-                   pa.string())
+    ids = _add_in_chunks(ds, n, seed)
     rng = np.random.default_rng(seed + 1)
     for lo in range(0, n, chunk):
         m = min(chunk, n - lo)
@@ -91,6 +85,17 @@ def build_lists(workdir: Path, n: int, seed: int = 2, chunk: int = 250_000) -> P
                                          f"{LIST_NS}__v": pa.ListArray.from_arrays(offsets, values)}))
     done.write_text("ok\n")
     return root / NAME
+
+
+def _add_in_chunks(ds, n: int, seed: int, chunk: int = 5_000_000) -> pa.Array:
+    """Import n random sequences, at most `chunk` per import (bounded memory while building)."""
+    from . import synth
+
+    ids = []
+    for i, lo in enumerate(range(0, n, chunk)):
+        table = synth.sequences_table(min(chunk, n - lo), seed + 1000 * i)
+        ids.append(pa.array(ds.add_sequences(table, bio_type="dna", alphabet="dna_4").ids, pa.string()))
+    return pa.concat_arrays(ids)
 
 
 # --------------------------------------------------------------------------------- steps

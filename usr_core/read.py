@@ -203,13 +203,16 @@ def _range_key(plan: ReadPlan) -> str:
 
 
 def _cuts(pf: pq.ParquetFile, plan: ReadPlan, key: str, ranges: int) -> list[int]:
-    """Key prefixes cutting the base into `ranges` ranges of about equal rows (quantiles of a sample of
-    row groups spread over the file)."""
+    """Key prefixes cutting the base into `ranges` ranges of about equal rows (quantiles of the first
+    64k keys of up to 16 row groups spread over the file)."""
     md = pf.metadata
     step = max(1, md.num_row_groups // 16)
-    sample = [key_prefix(_base_keys(plan, pf.read_row_group(i, columns=[_base_column(key)]), key))
-              for i in range(0, md.num_row_groups, step)]
-    prefixes = np.sort(np.concatenate(sample + [np.empty(0, np.uint64)]))
+    sample = [np.empty(0, np.uint64)]
+    for i in range(0, md.num_row_groups, step):
+        batch = next(pf.iter_batches(batch_size=1 << 16, row_groups=[i], columns=[_base_column(key)]), None)
+        if batch is not None:
+            sample.append(key_prefix(_base_keys(plan, batch, key)))
+    prefixes = np.sort(np.concatenate(sample))
     if not len(prefixes):
         return []
     at = [prefixes[min(len(prefixes) - 1, math.floor(len(prefixes) * i / ranges))] for i in range(1, ranges)]
@@ -222,10 +225,9 @@ def _base_column(key: str) -> str:
 
 def _spill_by_range(pf: pq.ParquetFile, plan: ReadPlan, key: str, cuts: np.ndarray, folder: Path) -> list[Path]:
     """One pass over the base: each batch's rows go to the spill file of their key range (Arrow IPC,
-    LZ4), in base order within a range."""
+    uncompressed: LZ4 would double the time of the pass), in base order within a range."""
     files = [folder / f"range-{r:05d}.arrow" for r in range(len(cuts) + 1)]
     writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
-    options = pa.ipc.IpcWriteOptions(compression="lz4" if pa.Codec.is_available("lz4") else None)
     try:
         for batch in pf.iter_batches(batch_size=1 << 16, columns=plan.base_read):
             rid = np.searchsorted(cuts, key_prefix(_base_keys(plan, batch, key)), side="right")
@@ -234,7 +236,7 @@ def _spill_by_range(pf: pq.ParquetFile, plan: ReadPlan, key: str, cuts: np.ndarr
             start = 0
             for r in np.flatnonzero(counts):
                 if r not in writers:
-                    writers[r] = pa.ipc.new_stream(files[r], batch.schema, options=options)
+                    writers[r] = pa.ipc.new_stream(files[r], batch.schema)
                 writers[r].write_batch(grouped.slice(start, int(counts[r])))
                 start += int(counts[r])
     finally:
