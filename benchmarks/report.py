@@ -121,3 +121,72 @@ def markdown(doc: dict) -> str:
         METHOD,
         "",
     ])
+
+
+# --- reads at scale (benchmarks/scale.py, issue 15) -------------------------------------------------
+
+SCALE_BEGIN, SCALE_END = "<!-- scale:begin -->", "<!-- scale:end -->"
+
+MEMORY_MODEL = """\
+**Memory model.** A scan (`Dataset.scan`, and export, materialize and the Dagster IO manager's reads,
+which stream through it) holds a join state: the base key column with its hash index, each part's
+key-to-row map and data columns, and the merged columns; all grow with N. Before reading, the scan
+estimates that state from the parquet footers (calibrated on measured peaks, `usr_core/budget.py`)
+and compares it with the memory budget: `memory_budget=` (bytes or e.g. `"512MB"`), else the
+`USR_MEMORY_BUDGET` environment variable, else 1 GiB. Within budget it streams base batches in base
+order, as before. Over budget it reads the base once, spilling its rows by key-prefix range to Arrow
+files in the temp folder (`$TMPDIR`; each removed once its range is joined), then joins one range at
+a time: clustered parts read only the row groups of that range, so wide overlay columns (lists,
+embeddings) are never all held at once. Rows then come range by range, each range in base order
+(O12 lets a full scan be unordered); the scan says so (`scan.ordered` is False, `scan.ranges`, an
+INFO line on the `usr_core.read` logger). `head` and `get` always keep base order. Compaction merges
+clustered parts range by range (`overlays/ranges.py`)."""
+
+
+def _mb(v) -> str:
+    return "—" if v is None else f"{v:,}"
+
+
+def scale_markdown(doc: dict) -> str:
+    """The scale section: the memory model and one table of `benchmarks.scale` results."""
+    budget = doc["budget_bytes"]
+    lines = [SCALE_BEGIN, "## Reads at scale and the memory budget (issue 15)", "", MEMORY_MODEL, "",
+             f"Measured by `python -m benchmarks.run --scale --workdir DIR` on {doc['date']} (budget "
+             f"{budget / 2**30:.2f} GiB; load average {doc.get('loadavg_start')} -> {doc.get('loadavg_end')}; "
+             "the machine is shared: compare ratios within the run). Data: N random DNA records with 3 "
+             "overlapping parts (each 60% of the ids) of two float64 columns; the list dataset has one "
+             "`list<float32>` of 256 values per row. Every figure is one fresh forked process streaming "
+             "the whole result (our `scan()` batches, DuckDB's `to_arrow_reader`); DuckDB runs the "
+             "hand-written merge of `benchmarks/baselines.py`, unlimited and with `memory_limit` = our "
+             "budget. Peak RSS includes ~35 MB of the forked parent.", "",
+             "| data | read | ours s | ours peak MB | ours B/row | ours order | DuckDB s / MB | DuckDB limited "
+             "s / MB | ours / DuckDB | ours / DuckDB limited | read MB ours / DuckDB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for data, scen in doc["runs"].items():
+        for label, row in scen.items():
+            o, du, dl = row["ours"], row["duckdb_unlimited"], row["duckdb_limited"]
+
+            def sm(m):
+                return m["error"][:40] if "error" in m else f"{m['seconds']} / {_mb(m['peak_rss_mb'])}"
+            order = "—" if "error" in o else ("base" if o.get("ordered") else f"{o.get('ranges')} key ranges")
+            lines.append(f"| {data} | {label} | {o.get('seconds', o.get('error', '')[:40])} | "
+                         f"{_mb(o.get('peak_rss_mb'))} | {o.get('bytes_per_row', '—')} | {order} | {sm(du)} | "
+                         f"{sm(dl)} | {row.get('ratio_vs_duckdb_unlimited', '—')} | "
+                         f"{row.get('ratio_vs_duckdb_limited', '—')} | {_mb(o.get('read_mb'))} / "
+                         f"{_mb(du.get('read_mb'))} |")
+    lines += ["", SCALE_END]
+    return "\n".join(lines)
+
+
+def keep_scale_section(old_text: str) -> str:
+    """The scale section of an existing performance.md ('' if none), kept when the rest is regenerated."""
+    if SCALE_BEGIN in old_text and SCALE_END in old_text:
+        return old_text[old_text.index(SCALE_BEGIN):old_text.index(SCALE_END) + len(SCALE_END)]
+    return ""
+
+
+def with_scale_section(text: str, section: str) -> str:
+    old = keep_scale_section(text)
+    if old:
+        return text.replace(old, section)
+    return text.rstrip("\n") + "\n\n" + section + "\n"

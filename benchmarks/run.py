@@ -75,7 +75,9 @@ def main(argv=None) -> int:
     a.out.write_text(json.dumps(doc, indent=1) + "\n")
     print(f"\nwrote {a.out} (total {doc['total_seconds']}s)")
     if a.doc:
-        a.doc.write_text(report.markdown(doc))
+        kept = report.keep_scale_section(a.doc.read_text()) if a.doc.exists() else ""
+        text = report.markdown(doc)
+        a.doc.write_text(report.with_scale_section(text, kept) if kept else text)
         print(f"wrote {a.doc}")
     failed = [k for k, v in results.items() if any("error" in e for e in v)]
     if failed:

@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from . import report
+
 NAME = "scale"
 NS, LIST_NS, LIST_LEN = "sc", "emb", 256
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "scale.json"
@@ -178,6 +180,7 @@ def main(argv=None) -> int:
     p.add_argument("--list-n", type=int, default=2_000_000, help="rows of the list<float32>[256] dataset (0: skip)")
     p.add_argument("--budget", default=None, help="memory budget (default: USR_MEMORY_BUDGET or 1 GiB)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--doc", type=Path, default=None, help="also write the scale section of this Markdown file")
     a = p.parse_args(argv)
     budget = memory_budget(a.budget)
     results = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "budget_bytes": budget,
@@ -198,6 +201,10 @@ def main(argv=None) -> int:
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {a.out}")
+    if a.doc:
+        a.doc.write_text(report.with_scale_section(a.doc.read_text() if a.doc.exists() else "",
+                                                   report.scale_markdown(results)))
+        print(f"wrote {a.doc}")
     return 0
 
 
