@@ -19,9 +19,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import content
-from .inspect import overlay_files, overlay_keys, version_of_rows
+from . import read as rd
+from .inspect import overlay_files, overlay_keys, rows_missing_from, version_of_rows
+from .overlays.discovery import OverlaySource, find_overlay
+from .overlays.kernel import namespace_view
 from .registry.registry import load_registry
 from .registry.types import parse_type
+from .replace import replace_overlay
 from .results import PartWritten
 
 SHARD_KEY = "dagster/shard"  # extra part metadata "<shard>/<shards>" (informative; not part of the bookkeeping)
@@ -47,9 +51,29 @@ def shard_mask(ids, shard: int | None, shards: int) -> np.ndarray:
     return shard_of(ids, shards) == shard
 
 
-def current_files(ds, namespace: str, bookkeeping: dict[str, str]):
+def current_files(ds, namespace: str, bookkeeping: dict[str, str], files=None):
     """The namespace's overlay files whose caller metadata holds every key/value of `bookkeeping`."""
-    return [f for f in overlay_files(ds, namespace) if all(f.extra.get(k) == v for k, v in bookkeeping.items())]
+    files = overlay_files(ds, namespace) if files is None else files
+    return [f for f in files if all(f.extra.get(k) == v for k, v in bookkeeping.items())]
+
+
+def fold_to_current(ds, namespace: str, bookkeeping: dict[str, str], *, actor=None, event_args=None):
+    """Once every visible row has a row in a current file (the last shard or batch of a recomputation after a code,
+    column or input change), replace the overlay by the view of the current files alone: readers then see exactly
+    the new output, NULLs included, and no stale file is left for compaction to mix in. Returns what was written,
+    None while rows are pending or when no stale file exists. (A part written by a concurrent run between the read
+    and the replacement is dropped; its rows are pending again and the next run computes them.)"""
+    files = overlay_files(ds, namespace)
+    current = current_files(ds, namespace, bookkeeping, files)
+    if not current or len(current) == len(files):
+        return None
+    if rows_missing_from(ds, current, key="id", columns=[]).num_rows:
+        return None
+    keep = {f.path for f in current}
+    src = rd.consistent(ds.paths, lambda: find_overlay(ds.paths, namespace))
+    view = namespace_view(OverlaySource(src.namespace, src.kind, src.path, [p for p in src.parts if p.path in keep]))
+    return replace_overlay(ds, namespace, view, key="id", actor=actor, event_args=event_args,
+                           extra_metadata=bookkeeping)
 
 
 def _check_key(key: str) -> None:
@@ -148,6 +172,12 @@ def compute_namespace(ds, namespace: str, fn: Callable[[pa.Table], pa.Table], *,
                     f"({rows_input} computed so far)")
     if log and not rows_input:
         log(f"{ds.name}/{namespace}{_label(shard, shards)}: nothing to compute")
+    folded = fold_to_current(ds, namespace, bookkeeping, actor=actor, event_args=event_args)
+    if folded is not None:
+        parts.append(folded)
+        if log:
+            log(f"{ds.name}/{namespace}: every row is computed with the current code: stale files replaced by "
+                f"the current view ({folded.rows} rows, one file)")
     return Computed(namespace, rows_input, parts, slice_version(ds, namespace, shard=shard, shards=shards,
                                                                columns=ns_cols))
 

@@ -142,3 +142,35 @@ def test_bad_slicing_options_are_refused_with_the_fix():
                       ({"batch_size": 0}, "positive integer"), ({"shards": 4, "key": "sequence"}, "key='id'")]:
         with pytest.raises(ValueError, match=words.replace("(", r"\(")):
             usr_namespace("score", columns={"gc": "int64"}, **kw)(shard_defs.score_table)
+
+
+def test_code_change_recomputes_shard_by_shard_then_replaces_stale_files(tmp_path):
+    """A new code version: each shard recomputes its slice; when the last one is done the stale files are
+    replaced, so the view is exactly the new output (NULLs included, where the old code had values) and a
+    compaction later does not mix old and new bookkeeping (the next backfill computes nothing)."""
+    root = make_root(tmp_path / "r", {DS: 200})
+    inst = dg.DagsterInstance.ephemeral()
+    run_shards(root, inst)
+
+    def new_code(records: pa.Table) -> pa.Table:
+        t = shard_defs.score_table(records)
+        return t.set_column(3, "score__odd", pa.nulls(t.num_rows, pa.float64()))  # NULL everywhere now
+
+    v2 = usr_namespace("score", columns={"gc": "int64", "digest": "int64", "odd": "float64"}, code_version="s2",
+                       shards=4)(new_code)
+    job = build_usr_definitions(root, [v2]).resolve_job_def("usr_shards_4")
+    computed = []
+    for k in shard_keys(4):
+        res = job.execute_in_process(partition_key=k, instance=inst)
+        computed.append(res.asset_materializations_for_node("grp__alpha__score")[0].metadata["usr/rows_computed"].value)
+    assert sum(computed) == 200
+    ds = Dataset(root, DS)
+    files = overlay_files(ds, "score")
+    assert [f.kind for f in files] == ["compact"] and files[0].extra["dagster/code_version"] == "s2"
+    got = view(root)
+    assert got.column("score__odd").null_count == 200
+    want = new_code(ds.read_table(columns=["id", "sequence"], include_overlays=False)).sort_by("id")
+    assert got.equals(want)
+    again = [job.execute_in_process(partition_key=k, instance=inst).asset_materializations_for_node(
+        "grp__alpha__score")[0].metadata["usr/rows_computed"].value for k in shard_keys(4)]
+    assert again == [0, 0, 0, 0]
