@@ -167,6 +167,7 @@ def compute_namespace(ds, namespace: str, fn: Callable[[pa.Table], pa.Table], *,
         if out.num_rows:
             parts.append(ds.write_part(namespace, out, key="id", actor=actor, event_args=event_args,
                                        extra_metadata=extra))
+            pa.default_memory_pool().release_unused()  # keep the peak at one batch: hand freed pages back
             if log:
                 log(f"{ds.name}/{namespace}{_label(shard, shards)}: wrote {out.num_rows} row(s) "
                     f"({rows_input} computed so far)")
