@@ -198,10 +198,11 @@ class Dataset:
         return rd.scan(self.paths, columns=columns, include_overlays=include_overlays,
                        include_deleted=include_deleted, batch_size=batch_size, memory_budget=memory_budget)
 
-    def read_table(self, *, columns=None, include_overlays=True, include_deleted=False) -> pa.Table:
+    def read_table(self, *, columns=None, include_overlays=True, include_deleted=False, memory_budget=None) -> pa.Table:
+        """The merged view as one table; the join stays within `memory_budget` (see `scan`)."""
         self.writer.require()
         return rd.read_table(self.paths, columns=columns, include_overlays=include_overlays,
-                             include_deleted=include_deleted)
+                             include_deleted=include_deleted, memory_budget=memory_budget)
 
     def head(self, n: int = 10, columns=None, *, include_derived=True, include_deleted=False) -> pa.Table:
         self.writer.require()

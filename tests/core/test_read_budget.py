@@ -103,3 +103,11 @@ def test_O12_ranged_scan_survives_a_compaction_between_ranges(ds, monkeypatch):
             ds.compact_overlay(ns)
     got = pa.Table.from_batches([first] + list(small), want.schema)
     assert got.sort_by("id").equals(want.sort_by("id"))
+
+
+def test_O12_read_table_takes_the_budget(ds, monkeypatch):
+    """[O12] read_table joins within memory_budget too: the same rows, range by range."""
+    want = ds.read_table()
+    monkeypatch.setattr(budget, "MIN_BUDGET", 1)
+    got = ds.read_table(memory_budget=ds.scan().join_bytes)
+    assert got.sort_by("id").equals(want.sort_by("id"))
