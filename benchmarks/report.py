@@ -128,9 +128,10 @@ def markdown(doc: dict) -> str:
 SCALE_BEGIN, SCALE_END = "<!-- scale:begin -->", "<!-- scale:end -->"
 
 MEMORY_MODEL = """\
-**Memory model.** A scan (`Dataset.scan`, and export, materialize and the Dagster IO manager's reads,
-which stream through it) holds a join state: the base key column with its hash index, each part's
-key-to-row map and data columns, and the merged columns; all grow with N. Before reading, the scan
+**Memory model.** A scan (`Dataset.scan`; export and materialize stream through it, `read_table` and
+the Dagster IO manager build their table from it) holds a join state: the base key column with its
+hash index, each part's key-to-row map and data columns, and the merged columns; all grow with N.
+Before reading, the scan
 estimates that state from the parquet footers (calibrated on measured peaks, `usr_core/budget.py`)
 and compares it with the memory budget: `memory_budget=` (bytes or e.g. `"512MB"`), else the
 `USR_MEMORY_BUDGET` environment variable, else 1 GiB. Within budget it streams base batches in base
@@ -140,7 +141,8 @@ a time: clustered parts read only the row groups of that range, so wide overlay 
 embeddings) are never all held at once. Rows then come range by range, each range in base order
 (O12 lets a full scan be unordered); the scan says so (`scan.ordered` is False, `scan.ranges`, an
 INFO line on the `usr_core.read` logger). `head` and `get` always keep base order. Compaction merges
-clustered parts range by range (`overlays/ranges.py`)."""
+clustered parts range by range (`overlays/ranges.py`). The spill needs free space in the temp folder
+of about the uncompressed size of the columns read (20M full records: ~5 GB)."""
 
 
 def _mb(v) -> str:

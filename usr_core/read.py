@@ -138,6 +138,10 @@ class Scan:
     def __next__(self) -> pa.RecordBatch:
         return next(self._it)
 
+    def close(self) -> None:
+        """Stop early: a ranged scan removes its spill files now."""
+        self._it.close()
+
 
 def scan(paths: DatasetPaths, *, columns=None, include_overlays=True, include_deleted=False,
          batch_size: int = 65536, registry: Registry | None = None, memory_budget=None) -> Scan:

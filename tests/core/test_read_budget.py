@@ -3,6 +3,7 @@ same merged view (O9, O10, T3), unordered as O12 allows; within budget it keeps 
 from __future__ import annotations
 
 import logging
+import tempfile
 
 import numpy as np
 import pyarrow as pa
@@ -111,3 +112,16 @@ def test_O12_read_table_takes_the_budget(ds, monkeypatch):
     monkeypatch.setattr(budget, "MIN_BUDGET", 1)
     got = ds.read_table(memory_budget=ds.scan().join_bytes)
     assert got.sort_by("id").equals(want.sort_by("id"))
+
+
+def test_O12_closing_a_ranged_scan_removes_its_spill_files(ds, monkeypatch, tmp_path):
+    """A ranged scan spills to the temp folder; closing it early leaves nothing behind."""
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    monkeypatch.setenv("TMPDIR", str(spill))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    small = _tiny(ds, monkeypatch)
+    next(small)
+    assert any(spill.iterdir())
+    small.close()
+    assert not any(spill.iterdir())
