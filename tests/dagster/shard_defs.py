@@ -1,6 +1,6 @@
 """Code location for the shard tests and benchmarks, loaded by `dagster job execute -f` and by Celery workers.
 Env: USR_TEST_ROOT (root), USR_TEST_SHARDS (0: unsharded), USR_TEST_EXECUTOR (in_process | multiprocess | celery),
-USR_TEST_BROKER (redis URL), USR_TEST_WORK (extra CPU rounds per row), USR_TEST_SLEEP (seconds per call)."""
+USR_TEST_BROKER (redis URL), USR_TEST_BATCH (batch_size), USR_TEST_WORK (extra CPU rounds per row), USR_TEST_SLEEP (seconds per call)."""
 import os
 import sys
 
@@ -13,7 +13,7 @@ from usr_dagster import build_usr_definitions, usr_namespace
 SHARDS = int(os.environ.get("USR_TEST_SHARDS", "4"))
 
 score = usr_namespace("score", columns={"gc": "int64", "digest": "int64", "odd": "float64"}, code_version="s1",
-                      shards=SHARDS or 0)(score_table)
+                      shards=SHARDS or 0, batch_size=int(os.environ.get("USR_TEST_BATCH", "0")) or None)(score_table)
 
 
 def _executor():
