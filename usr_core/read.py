@@ -207,9 +207,13 @@ def _scan_whole(paths: DatasetPaths, plan: ReadPlan, batch_size: int, ahead_byte
 
 
 def _range_key(plan: ReadPlan) -> str:
-    """The key kind the ranges cut: ids when any overlay or the tombstones use them (ids are hashes:
-    their prefixes spread evenly), else sequences."""
-    return "id" if plan.tombstones is not None or any(s.key == "id" for s, _ in plan.overlays) else "sequence"
+    """The key kind the ranges cut: the one with more overlay bytes (its clustered parts then read
+    only a range's row groups; the other kind's files are filtered row group by row group)."""
+    size = {"id": 0, "sequence": 0}
+    sources = [s for s, _ in plan.overlays] + ([plan.tombstones] if plan.tombstones is not None else [])
+    for src in sources:
+        size["id" if src.key == "id" else "sequence"] += sum(p.path.stat().st_size for p in src.parts)
+    return "sequence" if size["sequence"] > size["id"] else "id"
 
 
 def _cuts(pf: pq.ParquetFile, plan: ReadPlan, key: str, ranges: int) -> list[int]:
