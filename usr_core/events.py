@@ -9,6 +9,7 @@ import math
 import os
 import socket
 import stat
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -43,8 +44,6 @@ _DEFAULTS = {
 def _find_version() -> str:
     """The installed usr-dagster version, first from its PEP 376 `.dist-info` directory name: importing
     importlib.metadata costs tens of milliseconds, as much as a whole small overlay write."""
-    import sys
-
     for entry in sys.path:
         try:
             names = os.listdir(entry or ".")

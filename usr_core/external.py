@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 
 from . import content
 from . import read as rd
+from .dataset import Dataset
 from .inspect import overlay_files, overlay_keys, rows_missing_from, version_of_rows
 from .overlays.discovery import OverlaySource, find_overlay
 from .overlays.kernel import namespace_view
@@ -223,8 +224,6 @@ def pipes_main(fn: Callable[[pa.Table], pa.Table]) -> Computed:
         pipes_main(embed)
     """
     from dagster_pipes import open_dagster_pipes  # the protocol's light package (no dagster)
-
-    from .dataset import Dataset
 
     with open_dagster_pipes() as pipes:
         task = pipes.extras

@@ -28,6 +28,7 @@ from .overlays import write as ow
 from .overlays.discovery import META_COMPACTED_PARTS, find_overlay, list_part_paths
 from .overlays.encoding import overlay_metadata, write_overlay_file
 from .overlays.keys import check_key_name
+from .records import to_table
 from .registry.registry import load_registry, namespace_contract_hash
 from .results import PartWritten
 from .storage.atomic import crash_point
@@ -40,8 +41,6 @@ def replace_overlay(ds, namespace: str, table: pa.Table, *, key: str = "id", act
     """Make `table` (key + `<ns>__<field>` columns) the whole overlay of `namespace`: afterwards readers see
     exactly its values, NULLs included, and nothing of the namespace's previous files. Returns what was
     written (`path` is the new compact file). `extra_metadata`: caller parquet key/values (not `usr:`)."""
-    from .records import to_table
-
     ow.check_writable_namespace(namespace)
     check_key_name(key)
     extra_meta = ow.check_extra_metadata(extra_metadata)

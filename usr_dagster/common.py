@@ -6,8 +6,9 @@ import re
 
 from dagster import AssetKey
 
-from usr_core.inspect import (is_reserved, namespace_version, overlay_files, overlay_namespaces, overlay_problems,
-                              records_version)
+from usr_core.inspect import (BaseDigests, is_reserved, namespace_version, overlay_files, overlay_namespaces,
+                              overlay_problems)
+from usr_core.inspect import records_version as _records_version
 
 RECORDS = "records"
 KINDS = {"usr", "parquet"}
@@ -15,6 +16,15 @@ KINDS = {"usr", "parquet"}
 __all__ = ["RECORDS", "KINDS", "records_key", "namespace_key", "split_key", "safe_name", "dagster_actor",
            "dagster_md", "is_reserved", "namespace_version", "overlay_files", "overlay_namespaces",
            "overlay_problems", "records_version", "part_files"]
+
+
+# One per code-location process (observations, sensor ticks and maintenance ops of one process share it):
+# the base of an unchanged dataset is hashed once, not on every tick.
+BASE_DIGESTS = BaseDigests()
+
+
+def records_version(ds) -> str:
+    return _records_version(ds, BASE_DIGESTS)
 
 
 def records_key(dataset: str) -> AssetKey:
