@@ -12,7 +12,7 @@ from ..errors import NamespaceError, SchemaError, environment_failure, option_hi
 from ..layout import check_namespace_name, registry_lock_path, registry_path
 from ..storage.atomic import write_bytes
 from ..storage.locks import file_lock
-from .types import canonicalize_type_string, parse_type
+from .types import canonicalize_type_string, parse_columns_spec, parse_type
 
 Registry = dict  # {ns: {"columns": [{"name", "type"}], "owner": str|None, "description": str|None}}
 
@@ -375,8 +375,6 @@ def ensure_registry_entries(root, entries: dict) -> Registry:
 
 
 def parse_columns(spec: str) -> list[dict]:
-    from .types import parse_columns_spec
-
     return parse_columns_spec(spec)
 
 
