@@ -11,10 +11,8 @@ from typing import Iterator
 
 import pyarrow as pa
 
-from . import read as rd
-from . import validate as vd
+from . import describe, read as rd, validate as vd
 from .describe import DatasetInfo, Manifest, OverlayInfo  # noqa: F401 (public re-export)
-from . import describe
 from .errors import SequencesError
 from .maintenance import compact, dedupe, export, freeze, garden, materialize, project, refresh, remove
 from .maintenance import merge as merge_op
