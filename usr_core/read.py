@@ -12,7 +12,7 @@ import math
 import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -117,7 +117,7 @@ class Scan:
     the budget; `join_bytes`: the join state it derives from (budget.estimate_join_bytes)."""
 
     def __init__(self, paths: DatasetPaths, plan: ReadPlan, budget: int, estimate: tuple[int, int],
-                 batch_size: int):
+                 batch_size: int, replan: Callable[[], ReadPlan]):
         join, base = estimate
         self.join_bytes = join
         ahead = min(_READ_AHEAD_BYTES, budget // 4)
@@ -125,7 +125,7 @@ class Scan:
         self.ranges = 1 if self.estimated_bytes <= budget else range_count(join, base, budget)
         self.ordered = self.ranges == 1
         if self.ordered:
-            self._it = _scan_whole(paths, plan, batch_size, ahead)
+            self._it = _scan_whole(paths, plan, replan, batch_size, ahead)
         else:
             log.info("scan of %s: join state ~%d MiB exceeds the memory budget of %d MiB; streaming %d key "
                      "ranges, rows in key-range order (O12)", paths.name, self.estimated_bytes >> 20, budget >> 20,
@@ -148,15 +148,18 @@ def scan(paths: DatasetPaths, *, columns=None, include_overlays=True, include_de
     """O10/O12: merged batches; peak memory bounded by `memory_budget` (budget.memory_budget)."""
     budget = resolve_budget(memory_budget)
 
+    def replan() -> ReadPlan:
+        return plan_read(paths, columns, include_overlays, include_deleted, registry)
+
     def prepare():
-        plan = plan_read(paths, columns, include_overlays, include_deleted, registry)
+        plan = replan()
         if not (plan.overlays or plan.tombstones is not None):
             return plan, (0, 0)
         md = pq.read_metadata(paths.records)
         return plan, (estimate_join_bytes(plan, md), base_bytes(plan, md))
 
     plan, estimate = consistent(paths, prepare)
-    return Scan(paths, plan, budget, estimate, batch_size)
+    return Scan(paths, plan, budget, estimate, batch_size, replan)
 
 
 def _base_file(paths: DatasetPaths) -> pq.ParquetFile:
@@ -165,8 +168,15 @@ def _base_file(paths: DatasetPaths) -> pq.ParquetFile:
     return pq.ParquetFile(paths.records, pre_buffer=False)
 
 
-def _scan_whole(paths: DatasetPaths, plan: ReadPlan, batch_size: int, ahead_bytes: int):
+def _scan_whole(paths: DatasetPaths, plan: ReadPlan, replan: Callable[[], ReadPlan], batch_size: int,
+                ahead_bytes: int):
+    attempts = 0
+
     def prepare():
+        nonlocal attempts, plan
+        if attempts:  # a retry: the files listed by the plan may have been compacted or promoted away
+            plan = replan()
+        attempts += 1
         pf = _base_file(paths)  # open handles survive a later replacement of the file
         if not (plan.overlays or plan.tombstones is not None):
             return None, pf.iter_batches(batch_size=batch_size, columns=plan.base_read), [], None

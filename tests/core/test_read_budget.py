@@ -106,6 +106,18 @@ def test_O12_ranged_scan_survives_a_compaction_between_ranges(ds, monkeypatch):
     assert got.sort_by("id").equals(want.sort_by("id"))
 
 
+def test_O10_base_order_scan_planned_before_a_compaction_reads_the_new_files(ds):
+    """[O10] [X2] a scan is planned (its parts listed), then the parts are compacted away before its first
+    batch: the retry plans again from the compact file instead of failing on the vanished parts."""
+    want = pa.Table.from_batches(list(ds.scan(batch_size=50)))
+    planned = ds.scan(batch_size=50)
+    assert planned.ordered
+    with ds.maintenance(reason="test"):
+        for ns in ("mock", "emb", "seqk"):
+            ds.compact_overlay(ns)
+    assert pa.Table.from_batches(list(planned), want.schema).equals(want)
+
+
 def test_O12_read_table_takes_the_budget(ds, monkeypatch):
     """[O12] read_table joins within memory_budget too: the same rows, range by range."""
     want = ds.read_table()
