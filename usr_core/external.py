@@ -64,15 +64,21 @@ def fold_to_current(ds, namespace: str, bookkeeping: dict[str, str], *, actor=No
     the new output, NULLs included, and no stale file is left for compaction to mix in. Returns what was written,
     None while rows are pending or when no stale file exists. (A part written by a concurrent run between the read
     and the replacement is dropped; its rows are pending again and the next run computes them.)"""
-    files = overlay_files(ds, namespace)
-    current = current_files(ds, namespace, bookkeeping, files)
-    if not current or len(current) == len(files):
+    def current_view() -> pa.Table | None:  # retried when a compaction removes files read here
+        files = overlay_files(ds, namespace)
+        current = current_files(ds, namespace, bookkeeping, files)
+        if not current or len(current) == len(files):
+            return None
+        if rows_missing_from(ds, current, key="id", columns=[]).num_rows:
+            return None
+        keep = {f.path for f in current}
+        src = find_overlay(ds.paths, namespace)
+        return namespace_view(OverlaySource(src.namespace, src.kind, src.path,
+                                            [p for p in src.parts if p.path in keep]))
+
+    view = rd.consistent(ds.paths, current_view)
+    if view is None:
         return None
-    if rows_missing_from(ds, current, key="id", columns=[]).num_rows:
-        return None
-    keep = {f.path for f in current}
-    src = rd.consistent(ds.paths, lambda: find_overlay(ds.paths, namespace))
-    view = namespace_view(OverlaySource(src.namespace, src.kind, src.path, [p for p in src.parts if p.path in keep]))
     return replace_overlay(ds, namespace, view, key="id", actor=actor, event_args=event_args,
                            extra_metadata=bookkeeping)
 
@@ -89,11 +95,11 @@ def pending_batches(ds, namespace: str, *, columns: list[str], bookkeeping: dict
     """The visible rows (tombstoned hidden) of `shard` whose id has no row in a current file (all of them with
     `full_refresh`), with `id` + `columns` (+ the `inputs` namespaces' columns when listed in `columns`), in tables
     of about `batch_size` rows (None: one table). Memory is bounded by the batch, plus the ids already computed."""
-    done = None
-    if not full_refresh:
+    def computed_ids():  # retried when a compaction removes the files listed here
         files = current_files(ds, namespace, bookkeeping)
-        if files:
-            done = overlay_keys(files).combine_chunks()
+        return overlay_keys(files).combine_chunks() if files else None
+
+    done = None if full_refresh else rd.consistent(ds.paths, computed_ids)
     cols = list(dict.fromkeys(["id", *columns]))
     size = batch_size or DEFAULT_BATCH
     held, rows = [], 0

@@ -85,8 +85,11 @@ def _files_of(src: OverlaySource) -> list[OverlayFile]:
 def overlay_files(ds, namespace: str) -> list[OverlayFile]:
     """The files readers merge for `namespace`, newest first (O9); [] when it has no overlay.
     Raises the reader's SchemaError when the layout is broken (L7) or a footer is unreadable."""
-    src = rd.consistent(ds.paths, lambda: find_overlay(ds.paths, namespace))
-    return _files_of(src) if src is not None else []
+    def build() -> list[OverlayFile]:  # footers are read under the retry too: a compaction may remove the parts
+        src = find_overlay(ds.paths, namespace)
+        return _files_of(src) if src is not None else []
+
+    return rd.consistent(ds.paths, build)
 
 
 def overlay_namespaces(ds, *, include_reserved: bool = False) -> list[str]:
