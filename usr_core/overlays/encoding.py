@@ -106,23 +106,30 @@ def dictionary_columns(schema: pa.Schema, key: str) -> list[str]:
                                                          or pa.types.is_dictionary(f.type))]
 
 
-def row_groups_in_range(pf: pq.ParquetFile, key: str, prefix_range: tuple) -> list[int] | None:
-    """Row groups whose key min/max prefixes (first 8 bytes, big-endian) overlap [lo, hi); None when
-    statistics are unusable."""
-    lo, hi = prefix_range
+def key_stats(pf: pq.ParquetFile, key: str) -> list[tuple] | None:
+    """(min, max) of the key column per row group; None when the column or any statistics are missing."""
     md = pf.metadata
     col_idx = pf.schema_arrow.get_field_index(key)
     if col_idx < 0:
         return None
-    keep = []
+    out = []
     for i in range(md.num_row_groups):
         stats = md.row_group(i).column(col_idx).statistics
         if stats is None or not stats.has_min_max:
             return None
-        gmin, gmax = (stat_prefix(v) for v in (stats.min, stats.max))
-        if gmax >= lo and (hi is None or gmin < hi):
-            keep.append(i)
-    return keep
+        out.append((stats.min, stats.max))
+    return out
+
+
+def row_groups_in_range(pf: pq.ParquetFile, key: str, prefix_range: tuple) -> list[int] | None:
+    """Row groups whose key min/max prefixes (first 8 bytes, big-endian) overlap [lo, hi); None when
+    statistics are unusable."""
+    lo, hi = prefix_range
+    stats = key_stats(pf, key)
+    if stats is None:
+        return None
+    return [i for i, (gmin, gmax) in enumerate(stats)
+            if stat_prefix(gmax) >= lo and (hi is None or stat_prefix(gmin) < hi)]
 
 
 def stat_prefix(value) -> int:
@@ -132,17 +139,11 @@ def stat_prefix(value) -> int:
 
 def row_groups_with_keys(pf: pq.ParquetFile, key: str, sorted_keys: list[str]) -> list[int] | None:
     """Row groups whose key min/max may hold one of `sorted_keys`; None when statistics are unusable."""
-    md = pf.metadata
-    try:
-        col_idx = pf.schema_arrow.get_field_index(key)
-    except KeyError:
+    stats = key_stats(pf, key)
+    if stats is None:
         return None
     keep = []
-    for i in range(md.num_row_groups):
-        stats = md.row_group(i).column(col_idx).statistics
-        if stats is None or not stats.has_min_max:
-            return None
-        lo, hi = stats.min, stats.max
+    for i, (lo, hi) in enumerate(stats):
         if isinstance(lo, bytes):
             lo, hi = lo.decode("utf-8", "replace"), hi.decode("utf-8", "replace")
         j = bisect.bisect_left(sorted_keys, lo)
