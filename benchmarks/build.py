@@ -2,6 +2,7 @@
 add_sequences, write_overlay_part, tombstone) and the input files of the write scenarios."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -44,6 +45,13 @@ def build(workdir: Path, n: int, k: int, seed: int = 1) -> Built:
 
     root = Path(workdir) / f"root_n{n}"
     inputs = Path(workdir) / f"inputs_n{n}"
+    marker = inputs / "built.json"  # written last: data of an interrupted build is rebuilt
+    if marker.is_file():
+        done = json.loads(marker.read_text())
+        if done.get("k") == k and done.get("seed") == seed:
+            return _built(n, k, root, inputs, {"reused": 0.0})
+    shutil.rmtree(root, ignore_errors=True)
+    shutil.rmtree(inputs, ignore_errors=True)
     root.mkdir(parents=True)
     inputs.mkdir()
     secs = {}
@@ -74,15 +82,18 @@ def build(workdir: Path, n: int, k: int, seed: int = 1) -> Built:
     ds.tombstone(synth.tombstone_ids(ids), reason="benchmark")
     secs["tombstone"] = time.perf_counter() - t0
 
-    seqs_path = inputs / "sequences.parquet"
-    pq.write_table(seqs, seqs_path, compression="zstd")
-    part_input = inputs / "part.parquet"
-    pq.write_table(synth.part_tables(ids, WRITE_NS, 1, seed + 77)[0], part_input, compression="zstd")
-    attach_input = inputs / "attach.parquet"
+    pq.write_table(seqs, inputs / "sequences.parquet", compression="zstd")
+    pq.write_table(synth.part_tables(ids, WRITE_NS, 1, seed + 77)[0], inputs / "part.parquet", compression="zstd")
     keys = synth.sample(ids, min(ATTACH_ROWS, n), seed + 88)
-    pq.write_table(synth.overlay_table(keys, ATTACH_NS, np.random.default_rng(seed + 89)), attach_input,
+    pq.write_table(synth.overlay_table(keys, ATTACH_NS, np.random.default_rng(seed + 89)), inputs / "attach.parquet",
                    compression="zstd")
-    return Built(n, k, root, NAME, seqs_path, part_input, attach_input, secs)
+    marker.write_text(json.dumps({"k": k, "seed": seed, "seconds": secs}))
+    return _built(n, k, root, inputs, secs)
+
+
+def _built(n: int, k: int, root: Path, inputs: Path, secs: dict) -> Built:
+    return Built(n, k, root, NAME, inputs / "sequences.parquet", inputs / "part.parquet",
+                 inputs / "attach.parquet", secs)
 
 
 def link_copy(built: Built, new_name: str) -> Path:

@@ -7,6 +7,7 @@ untimed setup, as at code-location load), then `dagster.materialize` with an eph
 """
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -16,11 +17,25 @@ NS = "benchdg"
 COLUMNS = [{"name": f"{NS}__gc", "type": "float64"}]
 
 
+def _gc_counts(chunk: pa.Array) -> np.ndarray:
+    """G/C bytes per string of one chunk (vectorised over the data buffer: the function under test
+    should cost about what a real column computation costs, so Dagster's overhead stays visible)."""
+    offs = np.frombuffer(chunk.buffers()[1], np.int32, len(chunk) + 1, chunk.offset * 4).astype(np.int64)
+    data = np.frombuffer(chunk.buffers()[2], np.uint8)[:offs[-1]]
+    hits = (data == ord("G")) | (data == ord("C"))
+    if not len(chunk) or offs[-1] == offs[0]:
+        return np.zeros(len(chunk), np.int64)
+    counts = np.add.reduceat(hits, np.minimum(offs[:-1], offs[-1] - 1), dtype=np.int64)
+    counts[offs[1:] == offs[:-1]] = 0  # reduceat gives an empty string the next byte
+    return counts
+
+
 def gc(records: pa.Table) -> pa.Table:
     """GC fraction of each sequence (benchmark namespace)."""
     seq = records["sequence"]
-    frac = pc.divide(pc.cast(pc.count_substring_regex(seq, "[GC]"), pa.float64()),
-                     pc.cast(pc.utf8_length(seq), pa.float64()))
+    chunks = seq.chunks if isinstance(seq, pa.ChunkedArray) else [seq]
+    counts = np.concatenate([_gc_counts(c) for c in chunks] + [np.empty(0, np.int64)])
+    frac = pc.divide(pa.array(counts, pa.float64()), pc.cast(pc.utf8_length(seq), pa.float64()))
     return pa.table({"id": records["id"], f"{NS}__gc": frac})
 
 
@@ -77,12 +92,18 @@ def run(built, runs, scratch) -> list[dict]:
     if usr_dagster is None or not hasattr(usr_dagster, "usr_namespace"):
         return [{"status": "n/a", "ratio": None, "target": "<= 0.5 s overhead", "met": None,
                  "note": "usr_dagster exposes no namespace-asset factory (usr_namespace)"}]
-    b = built[min(built)]
+    out = []
+    for b in built.values():  # the overhead target is at 1M (issue 15); smaller sizes for reference
+        out.append(_measure(b, runs, measure, _on_copy))
+    return out
+
+
+def _measure(b, runs, measure, _on_copy) -> dict:
     m = measure({"ours_direct": _on_copy(b, "dagster_direct", "dgd"),
                  "dagster_cold": _on_copy(b, "dagster_cold", "dgc"),
                  "dagster_warm": _on_copy(b, "dagster_warm", "dgw")}, runs)
     over = m["dagster_cold"]["seconds"] - m["ours_direct"]["seconds"]
     warm = m["dagster_warm"]["seconds"] - m["ours_direct"]["seconds"]
-    return [{"n": b.n, "measurements": m, "ratio": m["dagster_cold"]["seconds"] / m["ours_direct"]["seconds"],
-             "ratio_def": "dagster materialize (cold) / direct usr_core", "overhead_s": over,
-             "overhead_warm_s": warm, "target": "<= 0.5 s overhead", "met": over <= 0.5}]
+    return {"n": b.n, "measurements": m, "ratio": m["dagster_cold"]["seconds"] / m["ours_direct"]["seconds"],
+            "ratio_def": "dagster materialize (cold) / direct usr_core", "overhead_s": over,
+            "overhead_warm_s": warm, "target": "<= 0.5 s overhead", "met": over <= 0.5}
