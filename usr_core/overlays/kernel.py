@@ -21,6 +21,7 @@ from .discovery import OverlaySource, Part
 from .encoding import META_KEYS_CLUSTERED, row_groups_in_range, row_groups_with_keys
 from .keymatch import KeyIndex
 from .keys import fixed_words, key_prefix, normalize_keys
+from .winners import Winners
 
 
 PrefixRange = tuple  # (lo, hi): key prefixes (overlays.keys.key_prefix) lo <= p < hi; hi None: no end
@@ -176,58 +177,6 @@ def load_parts(src: OverlaySource, columns: list[str], probe: ProbeKeys | None, 
     return loaded, resolved()["probe"]
 
 
-def _primitive(dt: pa.DataType) -> bool:
-    return (pa.types.is_integer(dt) or pa.types.is_floating(dt) or pa.types.is_temporal(dt)) \
-        and dt.bit_width % 8 == 0
-
-
-def _raw_values(arr: pa.Array) -> np.ndarray:
-    width = arr.type.bit_width // 8
-    return np.frombuffer(arr.buffers()[1], np.dtype(f"u{width}"), len(arr), arr.offset * width)
-
-
-def _scatter_primitive(arrays: list[pa.Array], positions: list[np.ndarray], nslots: int) -> tuple:
-    """(values, valid) per slot: parts oldest to newest, so the newest non-NULL value stays (O9)."""
-    dt = arrays[0].type
-    out = np.zeros(nslots, np.dtype(f"u{dt.bit_width // 8}"))
-    ok = np.zeros(nslots, bool)
-    for arr, pos in zip(reversed(arrays), reversed(positions)):
-        vals = _raw_values(arr)
-        keep = pos >= 0
-        if arr.null_count:
-            keep &= pc.is_valid(arr).to_numpy(zero_copy_only=False)
-        if keep.all():
-            out[pos] = vals
-            ok[pos] = True
-        else:
-            rows = np.flatnonzero(keep)
-            sel = pos[rows]
-            out[sel] = vals[rows]
-            ok[sel] = True
-    return out, ok
-
-
-def _primitive_array(dt: pa.DataType, values: np.ndarray, ok: np.ndarray) -> pa.Array:
-    nulls = len(ok) - int(np.count_nonzero(ok))
-    validity = pa.py_buffer(np.packbits(ok, bitorder="little")) if nulls else None
-    return pa.Array.from_buffers(dt, len(ok), [validity, pa.py_buffer(values)], null_count=nulls)
-
-
-def _scatter_any(arrays: list[pa.Array], positions: list[np.ndarray], nslots: int, take: np.ndarray | None):
-    col = pa.concat_arrays(arrays)
-    offsets = np.r_[0, np.cumsum([len(a) for a in arrays])].astype(np.int64)
-    itype = np.int32 if offsets[-1] < 2**31 else np.int64
-    valid = pc.is_valid(col).to_numpy(zero_copy_only=False)
-    win = np.full(nslots, -1, itype)
-    for i in reversed(range(len(arrays))):  # oldest first: newer parts overwrite
-        pos = positions[i]
-        rows = np.flatnonzero(valid[offsets[i]:offsets[i + 1]] & (pos >= 0))
-        win[np.take(pos, rows)] = rows + offsets[i]
-    if take is not None:
-        win = np.where(take >= 0, np.take(win, np.maximum(take, 0)), -1) if nslots else np.full(len(take), -1, itype)
-    return col.take(pa.array(win, mask=win < 0))
-
-
 def merge_parts(loaded: list[LoadedPart], key: str, columns: list[str], probe: pa.Array | None = None,
                 ) -> tuple[pa.Array, dict[str, pa.Array]]:
     """Per column, the first non-NULL value per key in `loaded` order (newest first) wins (O9).
@@ -268,16 +217,12 @@ def merge_parts(loaded: list[LoadedPart], key: str, columns: list[str], probe: p
 
     def winners(name: str) -> pa.Array:
         arrays = [x.cols[name] for x in loaded]
-        dt = arrays[0].type if arrays else pa.null()
         if not arrays:
-            return pa.nulls(len(probe) if probe is not None else nslots, dt)
-        if _primitive(dt):
-            values, ok = _scatter_primitive(arrays, positions, nslots)
-            if take is not None:
-                hit = take >= 0
-                values, ok = np.take(values, np.where(hit, take, 0)), np.take(ok, np.where(hit, take, 0)) & hit
-            return _primitive_array(dt, values, ok)
-        return _scatter_any(arrays, positions, nslots, take)
+            return pa.nulls(len(probe) if probe is not None else nslots, pa.null())
+        acc = Winners(arrays[0].type, nslots)
+        for arr, pos in zip(arrays, positions):  # newest first: the first valid value per slot stays (O9)
+            acc.add(arr, pos)
+        return acc.result(take)
 
     out = dict(zip(columns, map_parallel(winners, columns, sum(x.n for x in loaded))))
     return (probe if probe is not None else dictionary), out

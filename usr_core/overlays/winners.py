@@ -1,0 +1,95 @@
+"""Newest non-NULL value per key slot (O9), fed one part at a time, newest part first.
+
+A part's rows come with their slots (-1: no slot).  A row wins a slot when it is valid and no newer
+part has won that slot yet, so a part can be dropped as soon as it is fed: primitive columns scatter
+their winning values into one array per column; other columns (strings, lists, structs) keep only
+their winning rows, taken from the part, and put them in slot order once at the end.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+def _primitive(dt: pa.DataType) -> bool:
+    return (pa.types.is_integer(dt) or pa.types.is_floating(dt) or pa.types.is_temporal(dt)) \
+        and dt.bit_width % 8 == 0
+
+
+def _raw_values(arr: pa.Array) -> np.ndarray:
+    width = arr.type.bit_width // 8
+    return np.frombuffer(arr.buffers()[1], np.dtype(f"u{width}"), len(arr), arr.offset * width)
+
+
+def _primitive_array(dt: pa.DataType, values: np.ndarray, ok: np.ndarray) -> pa.Array:
+    nulls = len(ok) - int(np.count_nonzero(ok))
+    validity = pa.py_buffer(np.packbits(ok, bitorder="little")) if nulls else None
+    return pa.Array.from_buffers(dt, len(ok), [validity, pa.py_buffer(values)], null_count=nulls)
+
+
+class Winners:
+    """One column's winners over `nslots` slots."""
+
+    def __init__(self, dt: pa.DataType, nslots: int):
+        self.dt, self.nslots = dt, nslots
+        self.won = np.zeros(nslots, bool)
+        self.any = False  # a slot is won
+        if _primitive(dt):
+            self.values = np.zeros(nslots, np.dtype(f"u{dt.bit_width // 8}"))
+        else:
+            self.values = None
+            self.rows: list[pa.Array] = []
+            self.slots: list[np.ndarray] = []
+
+    def add(self, arr: pa.Array, pos: np.ndarray) -> None:
+        """Feed a part's column (`pos`: each row's slot, unique among its non-negative values)."""
+        if arr.null_count == len(arr):
+            return
+        keep = pos >= 0
+        if arr.null_count:
+            keep &= pc.is_valid(arr).to_numpy(zero_copy_only=False)
+        everything = not self.any and keep.all()
+        if everything:
+            rows, sel = None, pos
+        else:
+            rows = np.flatnonzero(keep)
+            sel = pos[rows]
+            if self.any:
+                fresh = ~self.won[sel]
+                rows, sel = rows[fresh], sel[fresh]
+            if not len(rows):
+                return
+        self.won[sel] = True
+        self.any = True
+        if self.values is not None:
+            vals = _raw_values(arr)
+            self.values[sel] = vals if rows is None else vals[rows]
+        else:
+            self.rows.append(arr if rows is None else arr.take(pa.array(rows)))
+            self.slots.append(sel)
+
+    def result(self, take: np.ndarray | None = None) -> pa.Array:
+        """The winners in slot order; with `take`, gathered by it (-1: NULL)."""
+        if take is not None and not self.nslots:
+            return pa.nulls(len(take), self.dt)
+        if self.values is not None:
+            values, ok = self.values, self.won
+            if take is not None:
+                hit = take >= 0
+                at = np.where(hit, take, 0)
+                values, ok = np.take(values, at), np.take(ok, at) & hit
+            return _primitive_array(self.dt, values, ok)
+        n = self.nslots if take is None else len(take)
+        if not self.rows:
+            return pa.nulls(n, self.dt)
+        rows = pa.concat_arrays(self.rows) if len(self.rows) > 1 else self.rows[0]
+        itype = np.int32 if len(rows) < 2**31 else np.int64
+        at = np.full(self.nslots, -1, itype)
+        at[np.concatenate(self.slots)] = np.arange(len(rows), dtype=itype)
+        self.rows, self.slots = [], []
+        if take is not None:
+            at = np.where(take >= 0, np.take(at, np.maximum(take, 0)), -1)
+        if len(rows) == n and take is None and np.array_equal(at, np.arange(n, dtype=itype)):
+            return rows
+        return rows.take(pa.array(at, mask=at < 0))
