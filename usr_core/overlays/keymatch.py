@@ -7,7 +7,8 @@ hashes only make candidates: every match is confirmed by comparing the keys' byt
 """
 from __future__ import annotations
 
-from typing import Iterable
+import threading
+from typing import Iterable, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -34,26 +35,34 @@ def _pack_sort(h: np.ndarray, shift: int) -> tuple[np.ndarray, np.ndarray]:
     return h, rows
 
 
-def _same_rows(a: np.ndarray, a_rows: np.ndarray, b: np.ndarray) -> bool:
-    """a[a_rows] == b, compared block by block (no copy of all matched rows)."""
+def _mismatches(a: np.ndarray, a_rows: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The rows i with a_rows[i] >= 0 and a[a_rows[i]] != b[i], compared block by block (bounded scratch;
+    a block whose rows all match costs one gather and one comparison)."""
     buf = pool_array(min(_BLOCK, len(b)) * a.shape[1], np.uint64).reshape(-1, a.shape[1])
+    bad = []
     for i in range(0, len(b), _BLOCK):
-        m = a_rows[i:i + _BLOCK]
-        if not np.array_equal(np.take(a, m, axis=0, out=buf[:len(m)]), b[i:i + _BLOCK]):
-            return False
-    return True
+        m, right = a_rows[i:i + _BLOCK], b[i:i + _BLOCK]
+        sel = None if m.min() >= 0 else np.flatnonzero(m >= 0)
+        if sel is not None:
+            m, right = m[sel], right[sel]
+        left = np.take(a, m, axis=0, out=buf[:len(m)], mode="clip")  # clip: no buffered copy (rows are valid)
+        if sel is None and np.array_equal(left, right):
+            continue
+        differ = np.flatnonzero(~(left == right).all(axis=1))
+        bad.append(i + (differ if sel is None else sel[differ]))
+    return np.concatenate(bad) if bad else np.empty(0, np.int64)
 
 
-def _equal_rows(a: np.ndarray, a_rows: np.ndarray, b: np.ndarray, b_rows: np.ndarray | None) -> np.ndarray:
-    """a[a_rows] == b[b_rows] row by row (b_rows None: b in order), block by block (no full copy)."""
-    out = np.empty(len(a_rows), bool)
-    buf = pool_array(min(_BLOCK, len(a_rows)) * a.shape[1], np.uint64).reshape(-1, a.shape[1])
-    for i in range(0, len(a_rows), _BLOCK):
-        m = a_rows[i:i + _BLOCK]
-        left = np.take(a, m, axis=0, out=buf[:len(m)])
-        right = b[i:i + _BLOCK] if b_rows is None else np.take(b, b_rows[i:i + _BLOCK], axis=0)
-        out[i:i + len(m)] = (left == right).all(axis=1)
-    return out
+def _bucket_bits(n: int) -> int:
+    return max(1, n.bit_length())  # 2**bits buckets > n: half a key per bucket or fewer on average
+
+
+class Lookup(NamedTuple):
+    """KeyIndex.lookup's answer: `rows`, per searched key the index row holding the same key (-1:
+    none); `distinct` True when the searched keys are proven pairwise distinct (their truncated
+    hashes differ), False when not known (check exactly, e.g. on `rows` and the unmatched keys)."""
+    rows: np.ndarray
+    distinct: bool
 
 
 class KeyIndex:
@@ -61,12 +70,15 @@ class KeyIndex:
     (one read's probe keys, one write's key check), then matched against other key columns.
 
     It holds its key words (a view of `keys`' buffer, or a copy when built from chunks) as long as its
-    owner keeps it."""
+    owner keeps it, and (from the first lookup) a bucket table: per value of a hash's top bits, the
+    first sorted position of that value, so a search starts at most a few positions before its hit."""
 
     def __init__(self, words: np.ndarray, hashes: np.ndarray, keys: pa.Array | None = None, shift: int | None = None):
         self.keys, self.words = keys, words
         self.shift = max(shift or 1, _shift(len(words)))
         self.hashes, self.rows = _pack_sort(hashes, self.shift)
+        self._starts: np.ndarray | None = None
+        self._lock = threading.Lock()
 
     @classmethod
     def build(cls, keys, shift: int | None = None) -> KeyIndex | None:
@@ -99,6 +111,34 @@ class KeyIndex:
             return self.hashes
         return np.right_shift(self.hashes, np.uint64(shift - self.shift), out=pool_array(len(self.hashes), np.uint64))
 
+    def _bucket_starts(self) -> np.ndarray:
+        """starts[b]: the number of hashes whose top bits are below b (built once, by the first lookup)."""
+        with self._lock:
+            if self._starts is None:
+                bits = _bucket_bits(len(self.hashes))
+                top = np.right_shift(self.hashes, np.uint64(64 - self.shift - bits), out=pool_array(len(self.hashes), np.uint64))
+                counts = np.bincount(top.view(np.int64), minlength=1 << bits)
+                starts = pool_array(len(counts) + 1, np.int32 if len(self.hashes) < 2**31 else np.int64)
+                starts[0] = 0
+                np.cumsum(counts, dtype=starts.dtype, out=starts[1:])
+                self._starts = starts
+        return self._starts
+
+    def _search(self, ih: np.ndarray, qh: np.ndarray, shift: int) -> np.ndarray:
+        """np.searchsorted(ih, qh) for ascending `qh` (both at `shift`): each search starts at its bucket's
+        first position and steps over the few smaller hashes of that bucket."""
+        bshift = 64 - shift - _bucket_bits(len(self.hashes))
+        if bshift < 0:
+            return np.searchsorted(ih, qh)
+        pos = np.take(self._bucket_starts(), np.right_shift(qh, np.uint64(bshift)).view(np.int64))
+        n = len(ih)
+        todo = np.flatnonzero(np.take(ih, pos, mode="clip") < qh)  # clip: an empty last bucket starts at n
+        while len(todo):
+            todo = todo[pos[todo] < n]
+            pos[todo] += 1
+            todo = todo[np.take(ih, pos[todo], mode="clip") < qh[todo]]
+        return pos
+
     def duplicates(self) -> list:
         """Up to five keys that occur more than once (exact)."""
         same = np.flatnonzero(self.hashes[1:] == self.hashes[:-1])
@@ -110,34 +150,30 @@ class KeyIndex:
 
     def positions(self, words: np.ndarray) -> np.ndarray:
         """For each row of `words` (same width), a row of this index holding the same key, else -1."""
+        return self.lookup(words).rows
+
+    def lookup(self, words: np.ndarray) -> Lookup:
+        """positions(words), and whether the searched keys are proven distinct (see Lookup)."""
         shift = max(self.shift, _shift(len(words)))
         ih = self._hashes_at(shift)
         if not len(words) or not len(ih):
-            return np.full(len(words), -1, np.int64)
+            return Lookup(np.full(len(words), -1, np.int64), len(words) <= 1)
         qh, qrows = _pack_sort(hash_words(words), shift)
-        pos = np.searchsorted(ih, qh)  # sorted needles: a cache-friendly search
-        np.minimum(pos, len(ih) - 1, out=pos)
-        found = np.take(ih, pos, out=pool_array(len(pos), np.uint64))
+        distinct = not np.any(np.equal(qh[1:], qh[:-1], out=pool_array(len(qh) - 1, bool)))
+        pos = self._search(ih, qh, shift)
+        found = np.take(ih, pos, mode="clip", out=pool_array(len(pos), np.uint64))
         cand = np.equal(found, qh, out=pool_array(len(pos), bool))
-        if cand.all():  # the usual case for part keys against the base: every hash is there
-            match = pool_array(len(words), np.int64)
-            match[qrows] = np.take(self.rows, pos, out=found.view(np.int64))
-            if _same_rows(self.words, match, words):
-                return match
-        else:
-            match = np.full(len(words), -1, np.int64)
-            match[qrows[cand]] = self.rows[pos[cand]]
-        rows = np.flatnonzero(match >= 0)
-        if len(rows) == len(words):
-            ok = _equal_rows(self.words, match, words, None)
-        else:
-            ok = _equal_rows(self.words, match[rows], words, rows)
-        for r in rows[~ok]:  # another key shares the truncated hash: look at every key of that hash
+        rows = np.take(self.rows, pos, mode="clip", out=found.view(np.int64))
+        if not cand.all():  # else the usual case for part keys against the base: every hash is there
+            rows[~cand] = -1
+        match = pool_array(len(words), np.int64)
+        match[qrows] = rows
+        for r in _mismatches(self.words, match, words):  # another key shares the truncated hash
             h = hash_words(words[r:r + 1])[0] >> np.uint64(shift)
             run = self.rows[np.searchsorted(ih, h, "left"):np.searchsorted(ih, h, "right")]
             same = run[(np.take(self.words, run, axis=0) == words[r]).all(axis=1)]
             match[r] = same[0] if len(same) else -1
-        return match
+        return Lookup(match, distinct)
 
 
 def duplicate_keys(keys: pa.Array) -> list | None:

@@ -34,7 +34,7 @@ def normalize_keys(values: pa.Array | pa.ChunkedArray, key: str, combine: bool =
         values = pc.cast(values, pa.string())
     if pa.types.is_large_string(values.type):
         values = pc.cast(values, pa.string())
-    if key != "sequence_ci" and already_normal(values):
+    if key != "sequence_ci" and already_normal(values, fixed_words(values, None)):
         return values
     out = pc.utf8_trim_whitespace(values)
     if key == "sequence_ci":
@@ -60,7 +60,8 @@ def already_normal(values: pa.Array, words: np.ndarray | None = None) -> bool:
             return False
         data = np.frombuffer(values.buffers()[2], np.uint8)
         ends = np.concatenate([np.take(data, offs[:-1]), np.take(data, offs[1:] - 1)])
-    return bool(((ends > 32) & (ends < 127)).all())
+    np.subtract(ends, np.uint8(33), out=ends)  # 0x21-0x7E -> 0-93; any other byte wraps above 93
+    return bool(ends.max() < 94)
 
 
 def trimmed_fixed_width(keys: pa.Array) -> bool:
@@ -86,14 +87,27 @@ def hash_multipliers(n: int) -> np.ndarray:
     return np.arange(1, n + 1, dtype=np.uint64) * HASH_MIX | np.uint64(1)
 
 
+_HASH_BLOCK = 1 << 14  # rows hashed at once: the scratch and output blocks stay in cache
+
+
 def hash_words(words: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """The one 64-bit key hash: sum(word_j * odd_j) mod 2**64, one matmul pass over the words.
+    """The one 64-bit key hash: sum(word_j * odd_j) mod 2**64.
 
     Its high bits (hash-table slots, sort order) depend on every bit of every word.  Hashes only
-    make candidates: every caller confirms a match by comparing the words."""
+    make candidates: every caller confirms a match by comparing the words.  Computed as per-word
+    multiply-adds block by block (numpy's integer matmul is a slow generic loop; same value)."""
+    n, nw = words.shape
     if out is None:
-        out = pool_array(len(words), np.uint64)
-    return np.matmul(words, hash_multipliers(words.shape[1]), out=out)
+        out = pool_array(n, np.uint64)
+    mult = hash_multipliers(nw)
+    tmp = np.empty(min(n, _HASH_BLOCK), np.uint64)
+    for i in range(0, n, _HASH_BLOCK):
+        w, o = words[i:i + _HASH_BLOCK], out[i:i + _HASH_BLOCK]
+        np.multiply(w[:, 0], mult[0], out=o)
+        for j in range(1, nw):
+            t = np.multiply(w[:, j], mult[j], out=tmp[:len(o)])
+            np.add(o, t, out=o)
+    return out
 
 
 def key_prefix(col: pa.Array) -> np.ndarray:

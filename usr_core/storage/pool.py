@@ -7,6 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+_ARANGE_BLOCK = 1 << 12
+
 
 def pool_array(n: int, dtype) -> np.ndarray:
     """An uninitialised numpy array of n items in Arrow's memory pool."""
@@ -15,9 +17,13 @@ def pool_array(n: int, dtype) -> np.ndarray:
 
 
 def pool_arange(n: int, dtype=np.int64, step: int = 1) -> np.ndarray:
+    """np.arange(n) * step in the pool, filled in one pass (block starts + one small block's offsets)."""
     out = pool_array(n, dtype)
-    if n:
-        out[0] = 0
-        out[1:] = step
-        np.cumsum(out, out=out)
+    k = _ARANGE_BLOCK
+    full = n - n % k
+    if full:
+        starts = np.arange(0, full, k, dtype=out.dtype)
+        starts *= out.dtype.type(step)
+        np.add(starts[:, None], np.arange(k, dtype=out.dtype) * out.dtype.type(step), out=out[:full].reshape(-1, k))
+    out[full:] = np.arange(full, n, dtype=out.dtype) * out.dtype.type(step)
     return out
