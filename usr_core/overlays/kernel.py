@@ -21,6 +21,7 @@ from .discovery import OverlaySource, Part
 from .encoding import META_KEYS_CLUSTERED, row_groups_in_range, row_groups_with_keys
 from .keymatch import KeyIndex
 from .keys import fixed_words, key_prefix, normalize_keys
+from .varkeys import VarKeyIndex
 from .winners import Winners
 
 
@@ -96,6 +97,8 @@ class ProbeKeys:
                     p = p.cast(pa.string())
                 single = isinstance(p, pa.Array) or (p is not None and p.num_chunks == 1)
                 index = KeyIndex.build(_one_array(p)) if single and len(p) else None
+                if index is None and p is not None and len(p):
+                    index = VarKeyIndex.build(p)  # keys of any width (sequences), NULLs left out
                 self._state.update(probe=p, index=index, fast=index is not None and not index.duplicates())
         return self._state
 
@@ -108,7 +111,9 @@ def _one_array(values):
 
 def _fast_positions(index: KeyIndex, keys: pa.Array) -> np.ndarray | None:
     """Each part row's probe row (-1: none) for equal-width keys (ids), matched by verified hashes;
-    None when the keys do not fit (another width, NULLs)."""
+    None when the keys do not fit (another width, NULLs).  Keys of any width: VarKeyIndex."""
+    if isinstance(index, VarKeyIndex):
+        return index.positions(keys)
     w = fixed_words(keys, index.words.shape[1] * 8)
     return None if w is None else index.positions(w)
 
@@ -156,7 +161,7 @@ def load_parts(src: OverlaySource, columns: list[str], probe: ProbeKeys | None, 
         cols = {c: t[c].combine_chunks() if c in t.column_names else pa.nulls(t.num_rows, types[c]) for c in columns}
         out = LoadedPart(str(part.path), t.num_rows, cols)
         st = resolved()
-        keys = normalize_keys(t[key], key, combine=st["fast"])
+        keys = normalize_keys(t[key], key, combine=st["fast"] and not isinstance(st["index"], VarKeyIndex))
         out.pos = _fast_positions(st["index"], keys) if st["fast"] else None
         if out.pos is None:
             out.keys = keys
@@ -167,7 +172,7 @@ def load_parts(src: OverlaySource, columns: list[str], probe: ProbeKeys | None, 
             return out
         miss = out.pos < 0
         if miss.any():  # keys outside the probe are dropped by the join, yet must be unique (O8)
-            rest = keys.filter(pa.array(miss))
+            rest = keys.filter(pa.array(miss)).drop_null()  # NULL keys never match (O2)
             if len(pc.unique(rest)) != len(rest):
                 vc = pc.value_counts(rest)
                 _raise_duplicate(vc.filter(pc.greater(vc.field("counts"), 1)).field("values")[0].as_py(), out.name)

@@ -1,0 +1,224 @@
+"""Matching variable-width string keys (sequences) by 64-bit hashes, always verified on bytes.
+
+The counterpart of keymatch for keys of any length: the probe keys (a read's base keys) are hashed
+once and their hashes sorted; a part's keys are hashed, searched, and every candidate match is
+confirmed by comparing the two keys' bytes (Arrow's string equality).  Equal hashes of different
+keys only cost a second look at the other probe keys of that hash.
+
+The hash reads nine words of each key (its first and last 8 bytes and seven spread between them) plus
+its length: a few vectorised numpy passes whatever the key length.  Keys that agree on those words
+but differ elsewhere (e.g. a library of point mutants) share a hash; when the probe keys collide like
+that, the index hashes every word of every key instead (slower, still linear).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..storage.pool import pool_array
+
+_BLOCK = 1 << 12  # keys hashed at once (their bytes stay in cache over the passes)
+_VERIFY_BLOCK = 1 << 17  # keys whose bytes are compared at once
+SAMPLE_SHIFT = 3
+SAMPLES = (1 << SAMPLE_SHIFT) + 1  # words hashed per key by the sampled hash: first, last, 7 between
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+_FMIX1, _FMIX2 = np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53)
+_LOW_BYTES = np.array([(1 << (8 * i)) - 1 for i in range(8)] + [(1 << 64) - 1], np.uint64)
+
+
+def _strings(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(start, length) of each key (int64) and an unaligned uint64 view of the data buffer at every byte
+    (word at byte p = view[p]); the buffer is padded to 8 bytes when shorter."""
+    if pa.types.is_large_string(arr.type) or pa.types.is_large_binary(arr.type):
+        offs = np.frombuffer(arr.buffers()[1], np.int64, len(arr) + 1, arr.offset * 8)
+    else:
+        offs = np.frombuffer(arr.buffers()[1], np.int32, len(arr) + 1, arr.offset * 4)
+    buf = arr.buffers()[2]
+    data = np.frombuffer(buf, np.uint8) if buf is not None else np.zeros(0, np.uint8)
+    if len(data) < 8:
+        data = np.concatenate([data, np.zeros(8 - len(data), np.uint8)])
+    view = np.ndarray((len(data) - 7,), "<u8", data, 0, (1,))
+    starts = offs[:-1].astype(np.int64)
+    return starts, offs[1:] - starts, view
+
+
+def _step(h: np.ndarray, w: np.ndarray, k: int) -> None:
+    """h = (h ^ h >> 29) * odd_k + w, in place."""
+    h ^= h >> np.uint64(29)
+    h *= np.uint64((2 * k + 1) * int(_MIX) % (1 << 64) | 1)
+    h += w
+
+
+def _hash_block(starts: np.ndarray, lengths: np.ndarray, view: np.ndarray, full: bool) -> np.ndarray:
+    h = lengths.astype(np.uint64) * _MIX
+    tail = np.maximum(lengths - 8, 0)  # where the key's last word starts (within the key)
+    short = np.flatnonzero(lengths < 8)
+    words = int((lengths.max() + 7) // 8) if full and len(lengths) else SAMPLES
+    for k in range(words):
+        if full:
+            at = np.minimum(tail, 8 * k)
+        else:  # k/(SAMPLES-1) of the way from the first to the last word
+            at = tail * k
+            at >>= SAMPLE_SHIFT
+        at += starts
+        if len(short):  # keys under 8 bytes: their bytes only (the word may run past the buffer)
+            s_at = at[short]
+            inside = np.minimum(s_at, len(view) - 1)
+            at[short] = inside
+            w = view[at]
+            w[short] = (w[short] >> ((s_at - inside).astype(np.uint64) * np.uint64(8))) & _LOW_BYTES[lengths[short]]
+        else:
+            w = view[at]
+        if full:
+            keep = h.copy()
+            _step(h, w, k)
+            done = 8 * k >= np.maximum(lengths, 1)  # past the key's last word: unchanged
+            h[done] = keep[done]
+        else:
+            _step(h, w, k)
+    h ^= h >> np.uint64(33)
+    h *= _FMIX1
+    h ^= h >> np.uint64(33)
+    h *= _FMIX2
+    h ^= h >> np.uint64(33)
+    return h
+
+
+def string_hashes(keys: pa.Array | pa.ChunkedArray, full: bool = False, bits: int = 64) -> np.ndarray:
+    """A 64-bit hash per key (NULL keys hash as ''), block by block.  `full`: every word of each key;
+    else SAMPLES words.  `bits` < 64 keeps only that many low bits (tests force collisions with it)."""
+    chunks = keys.chunks if isinstance(keys, pa.ChunkedArray) else [keys]
+    out = pool_array(len(keys), np.uint64)
+    at = 0
+    for chunk in chunks:
+        starts, lengths, view = _strings(chunk)
+        for i in range(0, len(chunk), _BLOCK):
+            out[at + i:at + i + _BLOCK] = _hash_block(starts[i:i + _BLOCK], lengths[i:i + _BLOCK], view, full)
+        at += len(chunk)
+    if bits < 64:
+        out &= np.uint64((1 << bits) - 1)
+    return out
+
+
+def _valid(keys) -> np.ndarray:
+    if not keys.null_count:
+        return np.ones(len(keys), bool)
+    return pc.is_valid(keys).to_numpy(zero_copy_only=False)
+
+
+def _same(a: pa.Array, a_rows: np.ndarray | None, b, b_rows: np.ndarray) -> np.ndarray:
+    """a[a_rows] == b[b_rows] on bytes (a_rows None: a in order), block by block; a chunked `b` is
+    compared chunk by chunk (a take across chunks is much slower)."""
+    if isinstance(a, pa.ChunkedArray):
+        if a_rows is not None:
+            return _same(a.take(pa.array(a_rows)).combine_chunks(), None, b, b_rows)
+        out, lo = np.empty(len(b_rows), bool), 0
+        for chunk in a.chunks:
+            out[lo:lo + len(chunk)] = _same(chunk, None, b, b_rows[lo:lo + len(chunk)])
+            lo += len(chunk)
+        return out
+    if isinstance(b, pa.ChunkedArray):
+        if b.num_chunks == 1:
+            b = b.chunk(0)
+        else:
+            return _same_chunked(a, a_rows, b, b_rows)
+    out = np.empty(len(b_rows), bool)
+    for i in range(0, len(b_rows), _VERIFY_BLOCK):
+        rows = b_rows[i:i + _VERIFY_BLOCK]
+        left = a.slice(i, len(rows)) if a_rows is None else a.take(pa.array(a_rows[i:i + _VERIFY_BLOCK]))
+        eq = pc.equal(left, b.take(pa.array(rows)))
+        out[i:i + len(rows)] = pc.fill_null(eq, False).to_numpy(zero_copy_only=False)
+    return out
+
+
+def _same_chunked(a: pa.Array, a_rows: np.ndarray | None, b: pa.ChunkedArray, b_rows: np.ndarray) -> np.ndarray:
+    bounds = np.cumsum([0] + [len(c) for c in b.chunks])
+    chunk = np.searchsorted(bounds, b_rows, "right") - 1
+    order = np.argsort(chunk, kind="stable")
+    counts = np.bincount(chunk, minlength=b.num_chunks)
+    out = np.empty(len(b_rows), bool)
+    lo = 0
+    for c in np.flatnonzero(counts):
+        sel = order[lo:lo + counts[c]]
+        lo += counts[c]
+        out[sel] = _same(a, sel if a_rows is None else a_rows[sel], b.chunk(int(c)), b_rows[sel] - bounds[c])
+    return out
+
+
+class VarKeyIndex:
+    """The probe keys' hashes in ascending order with their rows (NULL keys left out), built once per
+    read and matched against each part's keys.  Holds a reference to the probe keys for verification."""
+
+    def __init__(self, probe: pa.Array | pa.ChunkedArray, full: bool, bits: int):
+        self.probe, self.full, self.bits = probe, full, bits
+        h = string_hashes(probe, full, bits)
+        valid = _valid(probe)
+        rows = np.flatnonzero(valid) if not valid.all() else None
+        order = np.argsort(h if rows is None else h[rows], kind="stable")
+        self.rows = order if rows is None else rows[order]
+        self.hashes = h[self.rows]
+        same = self.hashes[1:] == self.hashes[:-1]
+        self.collisions = int(np.count_nonzero(same))
+        self.longest_run = _longest_run(same) + 1 if len(self.hashes) else 0
+
+    @classmethod
+    def build(cls, probe: pa.Array | pa.ChunkedArray, bits: int = 64) -> VarKeyIndex:
+        """The sampled-hash index, or the full-hash one when sampled hashes of distinct probe keys
+        collide often (more than 1 in 1,000 keys)."""
+        index = cls(probe, False, bits)
+        if index.collisions > 16 + len(index.hashes) // 1000:
+            index = cls(probe, True, bits)
+        return index
+
+    def duplicates(self) -> list:
+        """Up to five probe keys that occur more than once (exact)."""
+        if not self.collisions:
+            return []
+        same = np.flatnonzero(self.hashes[1:] == self.hashes[:-1])
+        suspects = np.unique(np.concatenate([self.rows[same], self.rows[same + 1]]))
+        counts = pc.value_counts(self.probe.take(pa.array(suspects)))
+        return counts.filter(pc.greater(counts.field("counts"), 1)).field("values").to_pylist()[:5]
+
+    def positions(self, keys: pa.Array | pa.ChunkedArray) -> np.ndarray:
+        """For each key, the probe row holding the same key (bytes compared), else -1 (NULL: -1)."""
+        n = len(keys)
+        match = np.full(n, -1, np.int64)
+        if not n or not len(self.hashes):
+            return match
+        h = string_hashes(keys, self.full, self.bits)
+        qo = np.argsort(h)
+        hq = h[qo]
+        found = np.searchsorted(self.hashes, hq)  # sorted needles: a cache-friendly search
+        np.minimum(found, len(self.hashes) - 1, out=found)
+        hit = self.hashes[found] == hq
+        at = np.empty(n, np.int64)  # back to key order: the candidate's index position per key
+        at[qo] = found
+        ok_rows = np.empty(n, bool)
+        ok_rows[qo] = hit
+        if keys.null_count:
+            ok_rows &= _valid(keys)
+        todo = np.flatnonzero(ok_rows) if not ok_rows.all() else None  # None: every key, in order
+        at = at if todo is None else at[todo]
+        for step in range(self.longest_run):  # the step-th probe key of an equal-hash run
+            if step:
+                nxt = np.minimum(at + step, len(self.hashes) - 1)
+                keep = (at + step < len(self.hashes)) & (self.hashes[nxt] == h[todo])
+                todo, at = todo[keep], at[keep]
+            if not len(at):
+                break
+            cand = self.rows[at + step]
+            ok = _same(keys, todo, self.probe, cand)
+            if todo is None:
+                todo = np.arange(n)
+            match[todo[ok]] = cand[ok]
+            todo, at = todo[~ok], at[~ok]
+        return match
+
+
+def _longest_run(same: np.ndarray) -> int:
+    """The longest stretch of True in `same` (adjacent equal hashes)."""
+    if not same.any():
+        return 0
+    edges = np.flatnonzero(np.diff(np.r_[0, same.astype(np.int8), 0]))
+    return int((edges[1::2] - edges[::2]).max())
