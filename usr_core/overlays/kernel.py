@@ -7,6 +7,7 @@ column is scattered part by part, oldest to newest, so the newest non-NULL value
 from __future__ import annotations
 
 import threading
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -74,6 +75,23 @@ def map_parallel(fn, items, rows: int) -> list:
         return [fn(x) for x in items]
     with ThreadPoolExecutor(2) as pool:
         return list(pool.map(fn, items))
+
+
+def map_ordered(fn, items, rows: int):
+    """fn over items, results yielded in order; with large work two run ahead on two threads while
+    the caller uses the last (so at most three results are alive)."""
+    items = list(items)
+    if rows < THREADED_ROWS or len(items) < 2:
+        yield from (fn(x) for x in items)
+        return
+    with ThreadPoolExecutor(2) as pool:
+        pending = deque(pool.submit(fn, x) for x in items[:2])
+        for x in items[2:] + [None] * 2:
+            done = pending.popleft().result()
+            if x is not None:
+                pending.append(pool.submit(fn, x))
+            yield done
+            del done
 
 
 class ProbeKeys:
@@ -145,11 +163,12 @@ class LoadedPart:
 
 
 def load_parts(src: OverlaySource, columns: list[str], probe: ProbeKeys | None, keys_filter: pa.Array | None,
-               prefix_range: PrefixRange | None = None) -> tuple[list[LoadedPart], pa.Array | None]:
+               prefix_range: PrefixRange | None = None, each=None) -> tuple[list[LoadedPart], pa.Array | None]:
     """Read the parts (newest first, O9) and map their keys to probe rows where the fast path fits.
 
     Keys are dropped as soon as they are mapped, so a read holds the key strings of two parts at
-    most.  Returns (parts, probe keys)."""
+    most.  Returns (parts, probe keys).  With `each`, every part is handed to it as soon as it is
+    read, newest first, and not kept (the list is empty): at most three parts are held at once."""
     key = require_key(src)
     check_created_at(src)
     types = unify_types(src, columns)
@@ -178,6 +197,10 @@ def load_parts(src: OverlaySource, columns: list[str], probe: ProbeKeys | None, 
                 _raise_duplicate(vc.filter(pc.greater(vc.field("counts"), 1)).field("values")[0].as_py(), out.name)
         return out
 
+    if each is not None:
+        for part in map_ordered(load, src.newest_first(), 0 if keys_filter is not None else 1 << 30):
+            each(part)
+        return [], resolved()["probe"]
     loaded = map_parallel(load, src.newest_first(), 0 if keys_filter is not None else 1 << 30)
     return loaded, resolved()["probe"]
 
@@ -246,5 +269,59 @@ def joined_columns(src: OverlaySource, columns: list[str], probe: ProbeKeys,
                    ) -> dict[str, pa.Array]:
     """O10: the namespace view LEFT JOINed onto `probe` (normalised base keys), aligned row for row.
     `prefix_range`: the probe holds only keys of that prefix range, so only part rows in it are read."""
-    loaded, probe = load_parts(src, columns, probe, keys_filter, prefix_range)
-    return merge_parts(loaded, src.key, columns, probe)[1]
+    join = _StreamJoin(probe, columns, unify_types(src, columns))
+    load_parts(src, columns, probe, keys_filter, prefix_range, each=join.feed)
+    return join.result(src.key)
+
+
+class _StreamJoin:
+    """Parts fed newest first into one Winners per column over the probe rows, each part dropped once
+    fed (memory: the merged columns and the parts in flight).  A probe with repeated keys has no
+    one-slot-per-row: its parts are kept and merged at the end (merge_parts)."""
+
+    def __init__(self, probe: ProbeKeys, columns: list[str], types: dict):
+        self.probe, self.columns, self.types = probe, columns, types
+        self.acc: dict | None = None
+        self.kept: list[LoadedPart] = []
+
+    def feed(self, x: LoadedPart) -> None:
+        st = self.probe.resolve()
+        if not st["fast"]:
+            self.kept.append(x)
+            return
+        keys = st["probe"]
+        if self.acc is None:
+            self.acc = {c: Winners(self.types.get(c, pa.null()), len(keys)) for c in self.columns}
+        if x.pos is None:
+            x.pos = _probe_rows(keys, x)
+        for c in self.columns:
+            self.acc[c].add(x.cols[c], x.pos)
+
+    def result(self, key: str) -> dict[str, pa.Array]:
+        st = self.probe.resolve()
+        if self.acc is None and not st["fast"]:
+            return merge_parts(self.kept, key, self.columns, st["probe"])[1]
+        n = len(st["probe"]) if st["probe"] is not None else 0
+        return {c: self.acc[c].result() if self.acc else pa.nulls(n, self.types.get(c, pa.null())) for c in self.columns}
+
+
+def _chunks(a) -> list[pa.Array]:
+    return a.chunks if isinstance(a, pa.ChunkedArray) else [a]
+
+
+def _probe_rows(probe: pa.Array, x: LoadedPart) -> np.ndarray:
+    """Probe rows (-1: none) of a part the hash path did not map (keys of another width or NULL, or a
+    duplicate to name, O8), from one dictionary encoding of probe and part keys (unique probe keys)."""
+    n = len(probe)
+    enc = pc.dictionary_encode(pa.chunked_array(_chunks(probe) + _chunks(x.keys), pa.string()))
+    nslots = len(enc.chunks[-1].dictionary) if enc.num_chunks else 0
+    idx = np.concatenate([pc.fill_null(c.indices, -1).to_numpy(zero_copy_only=False) for c in enc.chunks]
+                         + [np.empty(0, np.int64)]).astype(np.int64)
+    at = _first_duplicate(idx[n:], nslots, np.empty(nslots, np.int64))
+    if at is not None:
+        _raise_duplicate(enc.chunks[-1].dictionary[int(idx[n + at])].as_py(), x.name)
+    row_of_slot = np.full(nslots + 1, -1, np.int64)  # the last entry: NULL keys (-1)
+    hit = np.flatnonzero(idx[:n] >= 0)
+    row_of_slot[idx[:n][hit]] = hit
+    x.keys = None
+    return row_of_slot[idx[n:]]
