@@ -94,7 +94,7 @@ def string_hashes(keys: pa.Array | pa.ChunkedArray, full: bool = False, bits: in
     for chunk in chunks:
         starts, lengths, view = _strings(chunk)
         for i in range(0, len(chunk), _BLOCK):
-            out[at + i:at + i + _BLOCK] = _hash_block(starts[i:i + _BLOCK], lengths[i:i + _BLOCK], view, full)
+            out[at + i:at + min(i + _BLOCK, len(chunk))] = _hash_block(starts[i:i + _BLOCK], lengths[i:i + _BLOCK], view, full)
         at += len(chunk)
     if bits < 64:
         out &= np.uint64((1 << bits) - 1)
