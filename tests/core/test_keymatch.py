@@ -104,11 +104,13 @@ def test_O10_bucket_search_is_searchsorted():
         for shift in (index.shift, index.shift + 3):
             ih = index._hashes_at(shift)
             top = np.uint64((1 << (64 - shift)) - 1)
-            needles = np.concatenate([ih, ih + np.uint64(1), ih - np.minimum(ih, np.uint64(1)),
-                                      rng.integers(0, 2**63, 500, dtype=np.int64).view(np.uint64) >> np.uint64(shift - 1),
+            spread = rng.integers(0, 2**63, 500, dtype=np.int64).view(np.uint64) >> np.uint64(shift - 1)
+            needles = np.concatenate([ih, ih + np.uint64(1), ih - np.minimum(ih, np.uint64(1)), spread,
                                       np.array([0, top], np.uint64)])
             needles = np.sort(np.minimum(needles, top))
-            assert np.array_equal(index._search(ih, needles.copy(), shift), np.searchsorted(ih, needles))
+            pos, hit = index._search(ih, needles.copy(), shift)
+            assert np.array_equal(pos, np.searchsorted(ih, needles))
+            assert np.array_equal(hit, np.isin(needles, ih))
 
 
 def test_O6_hash_words_value_is_stable():

@@ -76,7 +76,11 @@ class KeyIndex:
     def __init__(self, words: np.ndarray, hashes: np.ndarray, keys: pa.Array | None = None, shift: int | None = None):
         self.keys, self.words = keys, words
         self.shift = max(shift or 1, _shift(len(words)))
-        self.hashes, self.rows = _pack_sort(hashes, self.shift)
+        self.hashes, rows = _pack_sort(hashes, self.shift)
+        self.rows = rows
+        if len(rows) < 2**31:  # half the memory, half the bytes each lookup gathers
+            self.rows = pool_array(len(rows), np.int32)
+            np.copyto(self.rows, rows, casting="unsafe")
         self._starts: np.ndarray | None = None
         self._lock = threading.Lock()
 
@@ -116,7 +120,8 @@ class KeyIndex:
         with self._lock:
             if self._starts is None:
                 bits = _bucket_bits(len(self.hashes))
-                top = np.right_shift(self.hashes, np.uint64(64 - self.shift - bits), out=pool_array(len(self.hashes), np.uint64))
+                top = np.right_shift(self.hashes, np.uint64(64 - self.shift - bits),
+                                     out=pool_array(len(self.hashes), np.uint64))
                 counts = np.bincount(top.view(np.int64), minlength=1 << bits)
                 starts = pool_array(len(counts) + 1, np.int32 if len(self.hashes) < 2**31 else np.int64)
                 starts[0] = 0
@@ -124,20 +129,26 @@ class KeyIndex:
                 self._starts = starts
         return self._starts
 
-    def _search(self, ih: np.ndarray, qh: np.ndarray, shift: int) -> np.ndarray:
-        """np.searchsorted(ih, qh) for ascending `qh` (both at `shift`): each search starts at its bucket's
-        first position and steps over the few smaller hashes of that bucket."""
+    def _search(self, ih: np.ndarray, qh: np.ndarray, shift: int) -> tuple[np.ndarray, np.ndarray]:
+        """(np.searchsorted(ih, qh), ih[that] == qh) for ascending `qh` (both at `shift`): each search
+        starts at its bucket's first position and steps over the few smaller hashes of that bucket."""
         bshift = 64 - shift - _bucket_bits(len(self.hashes))
         if bshift < 0:
-            return np.searchsorted(ih, qh)
+            pos = np.searchsorted(ih, qh)
+            return pos, np.take(ih, pos, mode="clip") == qh
         pos = np.take(self._bucket_starts(), np.right_shift(qh, np.uint64(bshift)).view(np.int64))
         n = len(ih)
-        todo = np.flatnonzero(np.take(ih, pos, mode="clip") < qh)  # clip: an empty last bucket starts at n
+        # clip: an empty last bucket starts at n (a needle above every hash)
+        found = np.take(ih, pos, mode="clip", out=pool_array(len(pos), np.uint64))
+        hit = np.equal(found, qh, out=pool_array(len(pos), bool))
+        stepped = todo = np.flatnonzero(found < qh)
         while len(todo):
             todo = todo[pos[todo] < n]
             pos[todo] += 1
             todo = todo[np.take(ih, pos[todo], mode="clip") < qh[todo]]
-        return pos
+        if len(stepped):
+            hit[stepped] = np.take(ih, pos[stepped], mode="clip") == qh[stepped]
+        return pos, hit
 
     def duplicates(self) -> list:
         """Up to five keys that occur more than once (exact)."""
@@ -160,10 +171,8 @@ class KeyIndex:
             return Lookup(np.full(len(words), -1, np.int64), len(words) <= 1)
         qh, qrows = _pack_sort(hash_words(words), shift)
         distinct = not np.any(np.equal(qh[1:], qh[:-1], out=pool_array(len(qh) - 1, bool)))
-        pos = self._search(ih, qh, shift)
-        found = np.take(ih, pos, mode="clip", out=pool_array(len(pos), np.uint64))
-        cand = np.equal(found, qh, out=pool_array(len(pos), bool))
-        rows = np.take(self.rows, pos, mode="clip", out=found.view(np.int64))
+        pos, cand = self._search(ih, qh, shift)
+        rows = np.take(self.rows, pos, mode="clip")
         if not cand.all():  # else the usual case for part keys against the base: every hash is there
             rows[~cand] = -1
         match = pool_array(len(words), np.int64)
