@@ -7,7 +7,6 @@ column is scattered part by part, oldest to newest, so the newest non-NULL value
 from __future__ import annotations
 
 import threading
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -78,20 +77,21 @@ def map_parallel(fn, items, rows: int) -> list:
 
 
 def map_ordered(fn, items, rows: int):
-    """fn over items, results yielded in order; with large work two run ahead on two threads while
-    the caller uses the last (so at most three results are alive)."""
+    """fn over items, results yielded in order; with large work the next item runs on a thread while
+    the caller uses the current result (two results alive at most).  Freed pages go back to the
+    system after each result (the allocator keeps them otherwise, and the peak grows)."""
     items = list(items)
     if rows < THREADED_ROWS or len(items) < 2:
         yield from (fn(x) for x in items)
         return
-    with ThreadPoolExecutor(2) as pool:
-        pending = deque(pool.submit(fn, x) for x in items[:2])
-        for x in items[2:] + [None] * 2:
-            done = pending.popleft().result()
-            if x is not None:
-                pending.append(pool.submit(fn, x))
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(fn, items[0])
+        for x in items[1:] + [None]:
+            done = pending.result()
+            pending = pool.submit(fn, x) if x is not None else None
             yield done
             del done
+            pa.default_memory_pool().release_unused()
 
 
 class ProbeKeys:
