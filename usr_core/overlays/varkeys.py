@@ -1,11 +1,11 @@
 """Matching variable-width string keys (sequences) by 64-bit hashes, always verified on bytes.
 
 The counterpart of keymatch for keys of any length: the probe keys (a read's base keys) are hashed
-once and their hashes sorted; a part's keys are hashed, searched, and every candidate match is
-confirmed by comparing the two keys' bytes (Arrow's string equality).  Equal hashes of different
-keys only cost a second look at the other probe keys of that hash.
+once, their hashes sorted and bucketed by their high bits; a part's keys are hashed, looked up in their
+bucket, and every candidate match is confirmed by comparing the two keys' bytes (Arrow's string
+equality).  Equal hashes of different keys only cost a second look at the other probe keys of that hash.
 
-The hash reads nine words of each key (its first and last 8 bytes and seven spread between them) plus
+The hash reads five words of each key (its first and last 8 bytes and three spread between them) plus
 its length: a few vectorised numpy passes whatever the key length.  Keys that agree on those words
 but differ elsewhere (e.g. a library of point mutants) share a hash; when the probe keys collide like
 that, the index hashes every word of every key instead (slower, still linear).
@@ -20,8 +20,8 @@ from ..storage.pool import pool_array
 
 _BLOCK = 1 << 12  # keys hashed at once (their bytes stay in cache over the passes)
 _VERIFY_BLOCK = 1 << 17  # keys whose bytes are compared at once
-SAMPLE_SHIFT = 3
-SAMPLES = (1 << SAMPLE_SHIFT) + 1  # words hashed per key by the sampled hash: first, last, 7 between
+SAMPLE_SHIFT = 2
+SAMPLES = (1 << SAMPLE_SHIFT) + 1  # words hashed per key by the sampled hash: first, last, 3 between
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 _FMIX1, _FMIX2 = np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53)
 _LOW_BYTES = np.array([(1 << (8 * i)) - 1 for i in range(8)] + [(1 << 64) - 1], np.uint64)
@@ -43,46 +43,48 @@ def _strings(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return starts, offs[1:] - starts, view
 
 
-def _step(h: np.ndarray, w: np.ndarray, k: int) -> None:
-    """h = (h ^ h >> 29) * odd_k + w, in place."""
-    h ^= h >> np.uint64(29)
-    h *= np.uint64((2 * k + 1) * int(_MIX) % (1 << 64) | 1)
-    h += w
+_MULT, _SHR = np.uint64(0xD6E8FEB86659FD93), np.uint64(29)  # h = (h ^ h >> 29) * _MULT + word, word by word
 
 
-def _hash_block(starts: np.ndarray, lengths: np.ndarray, view: np.ndarray, full: bool) -> np.ndarray:
-    h = lengths.astype(np.uint64) * _MIX
-    tail = np.maximum(lengths - 8, 0)  # where the key's last word starts (within the key)
-    short = np.flatnonzero(lengths < 8)
-    words = int((lengths.max() + 7) // 8) if full and len(lengths) else SAMPLES
-    for k in range(words):
-        if full:
-            at = np.minimum(tail, 8 * k)
-        else:  # k/(SAMPLES-1) of the way from the first to the last word
-            at = tail * k
-            at >>= SAMPLE_SHIFT
-        at += starts
-        if len(short):  # keys under 8 bytes: their bytes only (the word may run past the buffer)
-            s_at = at[short]
-            inside = np.minimum(s_at, len(view) - 1)
-            at[short] = inside
-            w = view[at]
-            w[short] = (w[short] >> ((s_at - inside).astype(np.uint64) * np.uint64(8))) & _LOW_BYTES[lengths[short]]
-        else:
-            w = view[at]
-        if full:
-            keep = h.copy()
-            _step(h, w, k)
-            done = 8 * k >= np.maximum(lengths, 1)  # past the key's last word: unchanged
-            h[done] = keep[done]
-        else:
-            _step(h, w, k)
+def _fmix(h: np.ndarray) -> np.ndarray:
+    """Murmur3's finaliser: every bit of h reaches the high bits (the index sorts and buckets on them)."""
     h ^= h >> np.uint64(33)
     h *= _FMIX1
     h ^= h >> np.uint64(33)
     h *= _FMIX2
     h ^= h >> np.uint64(33)
     return h
+
+
+def _hash_block(starts: np.ndarray, lengths: np.ndarray, view: np.ndarray, full: bool) -> np.ndarray:
+    h = lengths.astype(np.uint64) * _MIX
+    tail = np.maximum(lengths - 8, 0)  # where the key's last word starts (within the key)
+    short = np.flatnonzero(lengths < 8)
+    first, last = starts.copy(), starts + tail
+    small = None
+    if len(short):  # keys under 8 bytes: their bytes only (the word may run past the buffer)
+        at = starts[short]
+        inside = np.minimum(at, len(view) - 1)
+        small = (view[inside] >> ((at - inside).astype(np.uint64) * np.uint64(8))) & _LOW_BYTES[lengths[short]]
+        first[short] = last[short] = inside
+    if full:
+        for k in range(int((lengths.max() + 7) // 8) if len(lengths) else 0):
+            w = view[np.minimum(first + 8 * k, last)]
+            if small is not None:
+                w[short] = small
+            more = (h ^ (h >> _SHR)) * _MULT + w
+            np.copyto(h, more, where=8 * k < np.maximum(lengths, 1))  # past a key's last word: unchanged
+        return _fmix(h)
+    step = tail >> SAMPLE_SHIFT
+    for k in range(SAMPLES):  # first word, SAMPLES - 2 spread evenly, last word
+        w = view[first if k < SAMPLES - 1 else last]
+        if small is not None:
+            w[short] = small
+        h ^= h >> _SHR  # a multiply only carries upwards: fold the high bits back down first
+        h *= _MULT
+        h += w
+        first += step
+    return _fmix(h)
 
 
 def string_hashes(keys: pa.Array | pa.ChunkedArray, full: bool = False, bits: int = 64) -> np.ndarray:
@@ -94,7 +96,8 @@ def string_hashes(keys: pa.Array | pa.ChunkedArray, full: bool = False, bits: in
     for chunk in chunks:
         starts, lengths, view = _strings(chunk)
         for i in range(0, len(chunk), _BLOCK):
-            out[at + i:at + min(i + _BLOCK, len(chunk))] = _hash_block(starts[i:i + _BLOCK], lengths[i:i + _BLOCK], view, full)
+            j = min(i + _BLOCK, len(chunk))
+            out[at + i:at + j] = _hash_block(starts[i:j], lengths[i:j], view, full)
         at += len(chunk)
     if bits < 64:
         out &= np.uint64((1 << bits) - 1)
@@ -161,6 +164,25 @@ class VarKeyIndex:
         same = self.hashes[1:] == self.hashes[:-1]
         self.collisions = int(np.count_nonzero(same))
         self.longest_run = _longest_run(same) + 1 if len(self.hashes) else 0
+        nb = max(1, min(bits, len(self.hashes).bit_length()))  # about one key per bucket
+        self._shift = np.uint64(bits - nb)
+        counts = np.bincount((self.hashes >> self._shift).astype(np.int64), minlength=1 << nb)
+        self._starts = np.r_[0, np.cumsum(counts)]  # bucket b: hashes[_starts[b]:_starts[b + 1]]
+
+    def _find(self, h: np.ndarray) -> np.ndarray:
+        """Per hash, the index of its first equal in self.hashes, else -1 (a walk through its bucket)."""
+        b = (h >> self._shift).astype(np.int64)
+        lo, hi = self._starts[b], self._starts[b + 1]
+        found = np.full(len(h), -1, np.int64)
+        rows = np.flatnonzero(lo < hi)
+        pos, hi, q = lo[rows], hi[rows], h[rows]
+        while len(rows):  # as many rounds as the fullest bucket holds hashes
+            at = self.hashes[pos]
+            eq = at == q
+            found[rows[eq]] = pos[eq]
+            more = (at < q) & (pos + 1 < hi)
+            rows, pos, hi, q = rows[more], pos[more] + 1, hi[more], q[more]
+        return found
 
     @classmethod
     def build(cls, probe: pa.Array | pa.ChunkedArray, bits: int = 64) -> VarKeyIndex:
@@ -187,15 +209,8 @@ class VarKeyIndex:
         if not n or not len(self.hashes):
             return match
         h = string_hashes(keys, self.full, self.bits)
-        qo = np.argsort(h)
-        hq = h[qo]
-        found = np.searchsorted(self.hashes, hq)  # sorted needles: a cache-friendly search
-        np.minimum(found, len(self.hashes) - 1, out=found)
-        hit = self.hashes[found] == hq
-        at = np.empty(n, np.int64)  # back to key order: the candidate's index position per key
-        at[qo] = found
-        ok_rows = np.empty(n, bool)
-        ok_rows[qo] = hit
+        at = self._find(h)  # the candidate's position in self.hashes per key
+        ok_rows = at >= 0
         if keys.null_count:
             ok_rows &= _valid(keys)
         todo = np.flatnonzero(ok_rows) if not ok_rows.all() else None  # None: every key, in order
