@@ -11,6 +11,7 @@ import pytest
 from usr_core import budget
 from usr_core.errors import SchemaError
 from usr_core.overlays.discovery import list_part_paths
+from usr_core.overlays import varkeys
 from usr_core.overlays.varkeys import VarKeyIndex, string_hashes
 
 
@@ -30,10 +31,14 @@ def _reference(probe: pa.Array, keys: pa.Array) -> np.ndarray:
     return np.where(kidx >= 0, first[np.maximum(kidx, 0)], -1)
 
 
+@pytest.mark.parametrize("threaded", [False, True])
 @pytest.mark.parametrize("bits", [64, 6, 1])
-def test_O10_positions_equal_dictionary_encoding(bits):
+def test_O10_positions_equal_dictionary_encoding(bits, threaded, monkeypatch):
     """[O10] random keys of 0-40 bytes (under one word, one word, many), some absent from the probe,
-    NULLs, a chunked probe; with 6 and 1 hash bits every key collides with many others: still exact."""
+    NULLs, a chunked probe; with 6 and 1 hash bits every key collides with many others: still exact.
+    Hashing and matching in two halves on two threads gives the same answer."""
+    if threaded:
+        monkeypatch.setattr(varkeys, "THREADED_KEYS", 2)
     rng = np.random.default_rng(7)
     probe_list = list(dict.fromkeys(_dna(rng, 3000, 1, 40)))
     probe = pa.chunked_array([probe_list[:1000], probe_list[1000:]], pa.string())

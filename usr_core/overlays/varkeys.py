@@ -12,6 +12,8 @@ that, the index hashes every word of every key instead (slower, still linear).
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -20,6 +22,7 @@ from ..storage.pool import pool_array
 
 _BLOCK = 1 << 12  # keys hashed at once (their bytes stay in cache over the passes)
 _VERIFY_BLOCK = 1 << 17  # keys whose bytes are compared at once
+THREADED_KEYS = 1 << 17  # from this many keys, hashing and matching run in two halves on two threads
 SAMPLE_SHIFT = 2
 SAMPLES = (1 << SAMPLE_SHIFT) + 1  # words hashed per key by the sampled hash: first, last, 3 between
 _MIX = np.uint64(0x9E3779B97F4A7C15)
@@ -88,20 +91,29 @@ def _hash_block(starts: np.ndarray, lengths: np.ndarray, view: np.ndarray, full:
 
 
 def string_hashes(keys: pa.Array | pa.ChunkedArray, full: bool = False, bits: int = 64) -> np.ndarray:
-    """A 64-bit hash per key (NULL keys hash as ''), block by block.  `full`: every word of each key;
-    else SAMPLES words.  `bits` < 64 keeps only that many low bits (tests force collisions with it)."""
-    chunks = keys.chunks if isinstance(keys, pa.ChunkedArray) else [keys]
+    """A 64-bit hash per key (NULL keys hash as ''), block by block, on two threads for many keys.
+    `full`: every word of each key; else SAMPLES words.  `bits` < 64 keeps only that many low bits
+    (tests force collisions with it)."""
     out = pool_array(len(keys), np.uint64)
+    if len(keys) < THREADED_KEYS:
+        _hash_into(keys, full, out)
+    else:
+        mid = len(keys) // 2
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(_hash_into, (keys.slice(0, mid), keys.slice(mid)), (full, full), (out[:mid], out[mid:])))
+    if bits < 64:
+        out &= np.uint64((1 << bits) - 1)
+    return out
+
+
+def _hash_into(keys: pa.Array | pa.ChunkedArray, full: bool, out: np.ndarray) -> None:
     at = 0
-    for chunk in chunks:
+    for chunk in keys.chunks if isinstance(keys, pa.ChunkedArray) else [keys]:
         starts, lengths, view = _strings(chunk)
         for i in range(0, len(chunk), _BLOCK):
             j = min(i + _BLOCK, len(chunk))
             out[at + i:at + j] = _hash_block(starts[i:j], lengths[i:j], view, full)
         at += len(chunk)
-    if bits < 64:
-        out &= np.uint64((1 << bits) - 1)
-    return out
 
 
 def _valid(keys) -> np.ndarray:
@@ -203,12 +215,23 @@ class VarKeyIndex:
         return counts.filter(pc.greater(counts.field("counts"), 1)).field("values").to_pylist()[:5]
 
     def positions(self, keys: pa.Array | pa.ChunkedArray) -> np.ndarray:
-        """For each key, the probe row holding the same key (bytes compared), else -1 (NULL: -1)."""
+        """For each key, the probe row holding the same key (bytes compared), else -1 (NULL: -1).
+        Many keys are matched in two halves on two threads."""
+        if len(keys) < THREADED_KEYS:
+            return self._positions(keys)
+        mid = len(keys) // 2
+        with ThreadPoolExecutor(2) as pool:
+            return np.concatenate(list(pool.map(self._positions, (keys.slice(0, mid), keys.slice(mid)))))
+
+    def _positions(self, keys: pa.Array | pa.ChunkedArray) -> np.ndarray:
         n = len(keys)
         match = np.full(n, -1, np.int64)
         if not n or not len(self.hashes):
             return match
-        h = string_hashes(keys, self.full, self.bits)
+        h = pool_array(n, np.uint64)
+        _hash_into(keys, self.full, h)
+        if self.bits < 64:
+            h &= np.uint64((1 << self.bits) - 1)
         at = self._find(h)  # the candidate's position in self.hashes per key
         ok_rows = at >= 0
         if keys.null_count:
