@@ -21,6 +21,7 @@ from .discovery import OverlaySource, Part
 from .encoding import META_KEYS_CLUSTERED, row_groups_in_range, row_groups_with_keys
 from .keymatch import KeyIndex
 from .keys import fixed_words, key_prefix, normalize_keys
+from .slots import sorted_slots
 from .varkeys import VarKeyIndex
 from .winners import Winners
 
@@ -219,14 +220,18 @@ def merge_parts(loaded: list[LoadedPart], key: str, columns: list[str], probe: p
     take = dictionary = None
     if slow or probe is None:
         arrays = ([probe] if probe is not None else []) + [x.keys for x in slow]
-        chunks = [c for a in arrays for c in (a.chunks if isinstance(a, pa.ChunkedArray) else [a])]
-        enc = pc.dictionary_encode(pa.chunked_array(chunks, pa.string()))
-        dictionary = enc.chunks[-1].dictionary if enc.num_chunks else pa.array([], pa.string())
+        by_sort = sorted_slots(arrays) if probe is None else None  # ids: slots in key order, no hashing
+        if by_sort is not None:
+            dictionary, idx = by_sort
+        else:
+            chunks = [c for a in arrays for c in (a.chunks if isinstance(a, pa.ChunkedArray) else [a])]
+            enc = pc.dictionary_encode(pa.chunked_array(chunks, pa.string()))
+            dictionary = enc.chunks[-1].dictionary if enc.num_chunks else pa.array([], pa.string())
+            idx = np.concatenate([pc.fill_null(c.indices, -1).to_numpy(zero_copy_only=False) for c in enc.chunks]
+                                 + [np.empty(0, np.int32)])
+            bounds = np.cumsum([0] + [len(a) for a in arrays])
+            idx = [idx[bounds[i]:bounds[i + 1]] for i in range(len(arrays))]
         nslots = len(dictionary)
-        idx = np.concatenate([pc.fill_null(c.indices, -1).to_numpy(zero_copy_only=False) for c in enc.chunks]
-                             + [np.empty(0, np.int32)])
-        bounds = np.cumsum([0] + [len(a) for a in arrays])
-        idx = [idx[bounds[i]:bounds[i + 1]] for i in range(len(arrays))]
         if probe is not None:
             take, idx = idx[0], idx[1:]
         for x, pos in zip(slow, idx):  # fast positions are probe rows = slots (probe keys unique, non-NULL)

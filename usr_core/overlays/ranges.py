@@ -106,7 +106,10 @@ def view_ranges(src: OverlaySource, columns: list[str], target_rows: int) -> Ite
     for hi in cuts + [None]:
         loaded = map_parallel(lambda c: c.take(hi), cursors, sum(g[2] for c in cursors for g in c.groups))
         keys, cols = merge_parts(loaded, src.key, columns)
-        if len(keys):
-            order = np.argsort(key_prefix(keys), kind="stable")
-            yield pa.Table.from_arrays([keys.take(order)] + [cols[c].take(order) for c in columns],
-                                       [src.key] + columns)
+        if not len(keys):
+            continue
+        prefix = key_prefix(keys)
+        if (prefix[1:] < prefix[:-1]).any():  # ids come in key order already (overlays.slots)
+            order = pa.array(np.argsort(prefix, kind="stable"))
+            keys, cols = keys.take(order), {c: cols[c].take(order) for c in columns}
+        yield pa.Table.from_arrays([keys] + [cols[c] for c in columns], [src.key] + columns)
