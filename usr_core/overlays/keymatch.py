@@ -2,8 +2,10 @@
 
 One scheme serves read joins and write checks: each key becomes one uint64, the high bits of its
 hash with its row number in the low bits, so one numpy sort orders the hashes and remembers the
-rows; other keys are then found by a binary search of their own sorted hashes.  Equal truncated
-hashes only make candidates: every match is confirmed by comparing the keys' bytes.
+rows.  Other keys are sorted the same way and each starts its search at its bucket (the index's
+first position for the hash's top bits), a step or two before its hit; sorted searched hashes with
+no equal neighbours also prove those keys distinct (O8) for free.  Equal truncated hashes only make
+candidates: every match is confirmed by comparing the keys' bytes, block by block.
 """
 from __future__ import annotations
 
