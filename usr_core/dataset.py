@@ -241,8 +241,8 @@ class Dataset:
     def freeze_registry(self) -> Path:
         return freeze.freeze_registry(self.writer)
 
-    def compact_overlay(self, namespace: str) -> Path:
-        return compact.compact_overlay(self.writer, namespace)
+    def compact_overlay(self, namespace: str, memory_budget=None) -> Path:
+        return compact.compact_overlay(self.writer, namespace, memory_budget)  # budget: as for scan()
 
     def remove_overlay(self, namespace: str, mode: str = "error") -> dict:
         return remove.remove_overlay(self.writer, namespace, mode)

@@ -15,10 +15,12 @@ import pyarrow.parquet as pq
 from .checks import check_created_at, require_key, unify_types
 from .discovery import OverlaySource, Part
 from .encoding import META_KEYS_CLUSTERED, stat_prefix
-from .kernel import LoadedPart, map_parallel, merge_parts
+from .kernel import LoadedPart, load_parts, map_parallel, merge_parts
 from .keys import key_prefix, normalize_keys
 
-RANGE_ROWS = 262144  # part rows merged at once (all parts together)
+RANGE_ROWS = 262144  # part rows merged at once (all parts together), at most
+_POSITION_BYTES = 8  # a part row's slot
+_SAMPLE_PARTS = 16  # parts whose first row group's keys place the cuts of filtered ranges
 
 
 class NotClustered(Exception):
@@ -113,3 +115,50 @@ def view_ranges(src: OverlaySource, columns: list[str], target_rows: int) -> Ite
             order = pa.array(np.argsort(prefix, kind="stable"))
             keys, cols = keys.take(order), {c: cols[c].take(order) for c in columns}
         yield pa.Table.from_arrays([keys] + [cols[c] for c in columns], [src.key] + columns)
+
+
+def view_bytes(src: OverlaySource, columns: list[str]) -> tuple[int, int]:
+    """(bytes, rows) of the parts: their keys and `columns` in memory (uncompressed sizes from the
+    footers) plus a slot per row, what a whole-namespace merge holds before its merged columns."""
+    names = {src.key, *columns}
+    total = rows = 0
+    for part in src.parts:
+        md = pq.read_metadata(part.path)
+        rows += md.num_rows
+        total += md.num_rows * _POSITION_BYTES
+        for i in range(md.num_row_groups):
+            rg = md.row_group(i)
+            total += sum(rg.column(j).total_uncompressed_size for j in range(rg.num_columns)
+                         if rg.column(j).path_in_schema.split(".")[0] in names)
+    return total, rows
+
+
+def range_rows(src: OverlaySource, columns: list[str], budget: int, peak_factor: float) -> int:
+    """Part rows per range so that one range's state (about `peak_factor` times its rows' bytes) stays
+    within `budget`; RANGE_ROWS at most (larger ranges merge no faster)."""
+    size, rows = view_bytes(src, columns)
+    per_row = max(size / max(rows, 1), 1.0)
+    return int(min(RANGE_ROWS, max(1024, budget / (peak_factor * per_row))))
+
+
+def filtered_ranges(src: OverlaySource, columns: list[str], ranges: int) -> Iterator[pa.Table]:
+    """The namespace view in `ranges` key-prefix ranges, each merged from the rows of every part in it
+    (parts read row group by row group, the other rows dropped): memory holds one range, every part is
+    read once per range.  For parts not clustered by key (clustered parts use view_ranges)."""
+    sample = [np.empty(0, np.uint64)]
+    for part in src.newest_first()[:_SAMPLE_PARTS]:
+        with pq.ParquetFile(part.path) as pf:
+            if pf.metadata.num_row_groups:
+                keys = normalize_keys(pf.read_row_group(0, columns=[src.key])[src.key], src.key).drop_null()
+                sample.append(key_prefix(keys))
+    prefixes = np.sort(np.concatenate(sample))
+    cuts = sorted({int(prefixes[len(prefixes) * i // ranges]) for i in range(1, ranges)} - {0}) \
+        if len(prefixes) else []
+    for lo, hi in zip([0] + cuts, cuts + [None]):
+        loaded, _ = load_parts(src, columns, None, None, (lo, hi))
+        keys, cols = merge_parts(loaded, src.key, columns)
+        del loaded
+        if len(keys):
+            order = pa.array(np.argsort(key_prefix(keys), kind="stable"))
+            yield pa.Table.from_arrays([keys.take(order)] + [cols[c].take(order) for c in columns],
+                                       [src.key] + columns)
