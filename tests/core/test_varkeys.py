@@ -212,3 +212,24 @@ def test_O2_sequence_ci_folds_case(make_ds):
     table = ds.read_table(columns=["sequence", "ci__v"])
     want = {s: (i if i % 2 == 0 else None) for i, s in enumerate(seqs)}
     assert dict(zip(table["sequence"].to_pylist(), table["ci__v"].to_pylist())) == want
+
+
+def test_O12_estimate_counts_parts_in_flight_and_sequence_state(ds):
+    """[O12] the join estimate counts two parts in flight (more parts of the same size add nothing),
+    and sequence-keyed state at SEQUENCE_PEAK_FACTOR of the id factor's scale."""
+    import pyarrow.parquet as pq
+
+    from usr_core.readplan import plan_read
+
+    md = pq.read_metadata(ds.paths.records)
+    before = budget.estimate_join_bytes(plan_read(ds.paths, ["sequence", "seqk__v"], ["seqk"], True), md)
+    parts = list_part_paths(ds.paths.parts_dir("seqk"))
+    t = pq.read_table(parts[0])
+    ds.write_overlay_part("seqk", t.select(["sequence", "seqk__v", "seqk__w"]), key="sequence", allow_missing=True)
+    plan = plan_read(ds.paths, ["sequence", "seqk__v"], ["seqk"], True)
+    assert budget.estimate_join_bytes(plan, md) == before
+    seq = budget.estimate_join_bytes(plan, md)
+    n = md.num_rows
+    keys = sum(md.row_group(i).column(md.schema.to_arrow_schema().get_field_index("sequence")).total_uncompressed_size
+               for i in range(md.num_row_groups))
+    assert seq >= int((keys + 32 * n) * budget.SEQUENCE_PEAK_FACTOR / budget.PEAK_FACTOR)
