@@ -38,6 +38,18 @@ def in_prefix_range(keys: pa.Array, prefix_range: PrefixRange) -> pa.Array:
     return pa.array(mask)
 
 
+def _rows_in_range(t: pa.Table, keys: pa.Array, prefix_range: PrefixRange) -> pa.Table:
+    """The rows of `t` whose key prefix is in the range: a zero-copy slice when the rows are in key
+    order (clustered parts), else a filter."""
+    p = key_prefix(keys)
+    lo, hi = prefix_range
+    if len(p) > 1 and (p[1:] < p[:-1]).any():
+        return t.filter(in_prefix_range(keys, prefix_range))
+    start = int(np.searchsorted(p, np.uint64(lo)))
+    stop = len(p) if hi is None else int(np.searchsorted(p, np.uint64(hi)))
+    return t.slice(start, max(stop - start, 0))
+
+
 def read_part(part: Part, key: str, columns: list[str], keys_filter: pa.Array | None,
               prefix_range: PrefixRange | None = None) -> pa.Table:
     """The part's key and columns; with `keys_filter`, only rows whose key is in it; with `prefix_range`,
@@ -57,9 +69,10 @@ def read_part(part: Part, key: str, columns: list[str], keys_filter: pa.Array | 
         for chunk in chunks:
             t = pf.read_row_groups(chunk, columns=wanted)
             keys = normalize_keys(t[key], key)
-            keep = in_prefix_range(keys, prefix_range) if prefix_range is not None else \
-                pc.is_in(keys, value_set=keys_filter)
-            pieces.append(t.filter(keep))
+            if prefix_range is not None:
+                pieces.append(_rows_in_range(t, keys, prefix_range))
+            else:
+                pieces.append(t.filter(pc.is_in(keys, value_set=keys_filter)))
         schema = pf.schema_arrow
     if not pieces:
         return pa.schema([schema.field(c) for c in wanted]).empty_table()
