@@ -122,43 +122,45 @@ def _valid(keys) -> np.ndarray:
     return pc.is_valid(keys).to_numpy(zero_copy_only=False)
 
 
-def _same(a: pa.Array, a_rows: np.ndarray | None, b, b_rows: np.ndarray) -> np.ndarray:
-    """a[a_rows] == b[b_rows] on bytes (a_rows None: a in order), block by block; a chunked `b` is
-    compared chunk by chunk (a take across chunks is much slower)."""
-    if isinstance(a, pa.ChunkedArray):
-        if a_rows is not None:
-            return _same(a.take(pa.array(a_rows)).combine_chunks(), None, b, b_rows)
-        out, lo = np.empty(len(b_rows), bool), 0
-        for chunk in a.chunks:
-            out[lo:lo + len(chunk)] = _same(chunk, None, b, b_rows[lo:lo + len(chunk)])
-            lo += len(chunk)
-        return out
-    if isinstance(b, pa.ChunkedArray):
-        if b.num_chunks == 1:
-            b = b.chunk(0)
-        else:
-            return _same_chunked(a, a_rows, b, b_rows)
+def _one(values):
+    if isinstance(values, pa.ChunkedArray):
+        return values.combine_chunks() if values.num_chunks != 1 else values.chunk(0)
+    return values
+
+
+def _rows(a, rows: np.ndarray) -> pa.Array:
+    """a[rows] as one array, `rows` ascending: a take from the (combined) span they cover (a take across
+    many chunks costs far more)."""
+    lo, hi = int(rows[0]), int(rows[-1]) + 1
+    span = _one(a.slice(lo, hi - lo))
+    return span if len(rows) == hi - lo else span.take(pa.array(rows - lo))
+
+
+def _same(a, a_rows: np.ndarray | None, b, b_rows: np.ndarray) -> np.ndarray:
+    """a[a_rows] == b[b_rows] on bytes (a_rows None: a in order; else ascending), block by block; the
+    rows of a chunked `b` are taken chunk by chunk."""
+    chunks = b.chunks if isinstance(b, pa.ChunkedArray) else [b]
+    bounds = np.cumsum([0] + [len(c) for c in chunks])
     out = np.empty(len(b_rows), bool)
     for i in range(0, len(b_rows), _VERIFY_BLOCK):
         rows = b_rows[i:i + _VERIFY_BLOCK]
-        left = a.slice(i, len(rows)) if a_rows is None else a.take(pa.array(a_rows[i:i + _VERIFY_BLOCK]))
-        eq = pc.equal(left, b.take(pa.array(rows)))
-        out[i:i + len(rows)] = pc.fill_null(eq, False).to_numpy(zero_copy_only=False)
+        left = _one(a.slice(i, len(rows))) if a_rows is None else _rows(a, a_rows[i:i + _VERIFY_BLOCK])
+        if len(chunks) == 1:
+            out[i:i + len(rows)] = _equal(left, chunks[0].take(pa.array(rows)))
+            continue
+        chunk = np.searchsorted(bounds, rows, "right") - 1
+        order = np.argsort(chunk, kind="stable")
+        counts = np.bincount(chunk, minlength=len(chunks))
+        lo = 0
+        for c in np.flatnonzero(counts):
+            sel = order[lo:lo + counts[c]]
+            lo += counts[c]
+            out[i + sel] = _equal(left.take(pa.array(sel)), chunks[c].take(pa.array(rows[sel] - bounds[c])))
     return out
 
 
-def _same_chunked(a: pa.Array, a_rows: np.ndarray | None, b: pa.ChunkedArray, b_rows: np.ndarray) -> np.ndarray:
-    bounds = np.cumsum([0] + [len(c) for c in b.chunks])
-    chunk = np.searchsorted(bounds, b_rows, "right") - 1
-    order = np.argsort(chunk, kind="stable")
-    counts = np.bincount(chunk, minlength=b.num_chunks)
-    out = np.empty(len(b_rows), bool)
-    lo = 0
-    for c in np.flatnonzero(counts):
-        sel = order[lo:lo + counts[c]]
-        lo += counts[c]
-        out[sel] = _same(a, sel if a_rows is None else a_rows[sel], b.chunk(int(c)), b_rows[sel] - bounds[c])
-    return out
+def _equal(left: pa.Array, right: pa.Array) -> np.ndarray:
+    return pc.fill_null(pc.equal(left, right), False).to_numpy(zero_copy_only=False)
 
 
 class VarKeyIndex:
