@@ -95,6 +95,7 @@ class _Joined:
 
 
 _READ_AHEAD_BYTES = 256 << 20
+_MIN_READ_AHEAD_BYTES = 32 << 20
 log = logging.getLogger(__name__)
 
 
@@ -121,6 +122,8 @@ class Scan:
         join, base = estimate
         self.join_bytes = join
         ahead = min(_READ_AHEAD_BYTES, budget // 4)
+        if join:  # read ahead (while the join runs) what the budget leaves beside the join state
+            ahead = max(min(ahead, budget - peak_bytes(join, 0)), min(_MIN_READ_AHEAD_BYTES, ahead))
         self.memory_budget, self.estimated_bytes = budget, peak_bytes(join, ahead) if join else 0
         self.ranges = 1 if self.estimated_bytes <= budget else range_count(join, base, budget)
         self.ordered = self.ranges == 1
