@@ -1,8 +1,10 @@
 """The newest-non-null-wins kernel (O8, O9).
 
 One code path builds a namespace view for reads, compaction and materialize.  Part rows are mapped
-to key slots (base rows for ids, via verified 64-bit hashes; else one dictionary encoding), then each
-column is scattered part by part, oldest to newest, so the newest non-NULL value per slot survives.
+to key slots (base rows, via verified 64-bit hashes; without base keys, equal-width keys by one sort
+(overlays.slots), others by one dictionary encoding), then the parts are fed newest first into one
+winners accumulator per column (overlays.winners): a slot keeps the first non-NULL value it gets.
+A read join streams: each part is merged as soon as it is read and dropped.
 """
 from __future__ import annotations
 
@@ -225,7 +227,7 @@ def merge_parts(loaded: list[LoadedPart], key: str, columns: list[str], probe: p
 
     Rows mapped to probe rows by the fast path keep those; the others (and every row when there is
     no probe) get a slot from one dictionary encoding of probe + their keys, chunk by chunk (no
-    concatenation).  Per column the parts are scattered oldest to newest into one winner per slot.
+    concatenation).  Per column the parts are fed newest first into one winner per slot.
     Returns (keys, columns): with `probe`, columns aligned to the probe rows (LEFT JOIN); without,
     one row per distinct key.  Duplicate keys inside one part raise SchemaError (O8).
     """
