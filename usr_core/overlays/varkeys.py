@@ -178,18 +178,23 @@ class VarKeyIndex:
         same = self.hashes[1:] == self.hashes[:-1]
         self.collisions = int(np.count_nonzero(same))
         self.longest_run = _longest_run(same) + 1 if len(self.hashes) else 0
-        nb = max(1, min(bits, len(self.hashes).bit_length()))  # about one key per bucket
+        nb = max(1, min(bits, len(self.hashes).bit_length()))  # at most one key per bucket on average
         self._shift = np.uint64(bits - nb)
-        counts = np.bincount((self.hashes >> self._shift).astype(np.int64), minlength=1 << nb)
-        self._starts = np.r_[0, np.cumsum(counts)]  # bucket b: hashes[_starts[b]:_starts[b + 1]]
+        counts = np.bincount((self.hashes >> self._shift).astype(np.intp), minlength=1 << nb)
+        bounds = np.r_[0, np.cumsum(counts)].astype(np.int32 if len(self.hashes) < 2**31 else np.int64)
+        self._starts, self._ends = bounds[:-1], bounds[1:]  # bucket b: hashes[_starts[b]:_ends[b]]
+        self._padded = np.r_[self.hashes, np.uint64(0)]  # a read at an empty last bucket's start
 
     def _find(self, h: np.ndarray) -> np.ndarray:
-        """Per hash, the index of its first equal in self.hashes, else -1 (a walk through its bucket)."""
-        b = (h >> self._shift).astype(np.int64)
-        lo, hi = self._starts[b], self._starts[b + 1]
-        found = np.full(len(h), -1, np.int64)
-        rows = np.flatnonzero(lo < hi)
-        pos, hi, q = lo[rows], hi[rows], h[rows]
+        """Per hash, the index of its first equal in self.hashes, else -1 (a walk through its bucket:
+        the first round covers every hash at once, the few left go on)."""
+        b = (h >> self._shift).astype(np.intp)
+        lo, hi = self._starts[b], self._ends[b]
+        at = self._padded[lo]
+        hit = (at == h) & (lo < hi)
+        found = np.where(hit, lo, -1).astype(np.int64)
+        rows = np.flatnonzero((at < h) & (lo + 1 < hi))
+        pos, hi, q = lo[rows].astype(np.int64) + 1, hi[rows], h[rows]
         while len(rows):  # as many rounds as the fullest bucket holds hashes
             at = self.hashes[pos]
             eq = at == q
