@@ -26,6 +26,7 @@ THREADED_KEYS = 1 << 17  # from this many keys, hashing and matching run in two 
 SAMPLE_SHIFT = 2
 SAMPLES = (1 << SAMPLE_SHIFT) + 1  # words hashed per key by the sampled hash: first, last, 3 between
 _MIX = np.uint64(0x9E3779B97F4A7C15)
+_MULT, _SHR = np.uint64(0xD6E8FEB86659FD93), np.uint64(29)  # h = (h ^ h >> 29) * _MULT + word, word by word
 _FMIX1, _FMIX2 = np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53)
 _LOW_BYTES = np.array([(1 << (8 * i)) - 1 for i in range(8)] + [(1 << 64) - 1], np.uint64)
 
@@ -44,9 +45,6 @@ def _strings(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     view = np.ndarray((len(data) - 7,), "<u8", data, 0, (1,))
     starts = offs[:-1].astype(np.int64)
     return starts, offs[1:] - starts, view
-
-
-_MULT, _SHR = np.uint64(0xD6E8FEB86659FD93), np.uint64(29)  # h = (h ^ h >> 29) * _MULT + word, word by word
 
 
 def _fmix(h: np.ndarray) -> np.ndarray:
