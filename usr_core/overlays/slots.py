@@ -47,9 +47,10 @@ def sorted_slots(keys: list) -> tuple[pa.Array, list[np.ndarray]] | None:
         sub = order[rows]
         sub_keys = [words[sub, j].byteswap() for j in range(width - 1, 0, -1)] + [group[rows]]
         order[rows] = sub[np.lexsort(sub_keys)]  # stable: equal keys keep newest first
-        same &= ~_differ(words, order, same)
-    else:
-        same &= ~differ
+        inside = np.flatnonzero(np.diff(rows) == 1)  # neighbour pairs within those runs: compare again
+        resorted = np.take(words, order[rows], axis=0)
+        differ[rows[inside]] = (resorted[inside + 1] != resorted[inside]).any(axis=1)
+    same &= ~differ
     new = np.concatenate([[True], ~same])
     slot_of_sorted = np.cumsum(new) - 1
     slots = np.empty(len(words), np.int64)
