@@ -95,9 +95,13 @@ def test_O10_lookup_exact_when_truncated_hashes_collide(monkeypatch):
     assert not _check(base, query).distinct
 
 
-def test_O10_bucket_search_is_searchsorted():
+@pytest.mark.parametrize("too_many_bits", [False, True])
+def test_O10_bucket_search_is_searchsorted(monkeypatch, too_many_bits):
     """[O10] the bucket-table search returns np.searchsorted's positions, for needles below, inside,
-    between and above the index's hashes, at the index's shift and at a larger one."""
+    between and above the index's hashes, at the index's shift and at a larger one (and the plain
+    binary search when the bucket bits would not fit beside the shift)."""
+    if too_many_bits:
+        monkeypatch.setattr(keymatch, "_bucket_bits", lambda n: 64)
     rng = np.random.default_rng(13)
     for n in (1, 2, 7, 1000, 70_000):
         index = keymatch.KeyIndex.build(_hex_keys(rng, n, 24))
