@@ -146,14 +146,12 @@ def _same(a, a_rows: np.ndarray | None, b, b_rows: np.ndarray) -> np.ndarray:
         if len(chunks) == 1:
             out[i:i + len(rows)] = _equal(left, chunks[0].take(pa.array(rows)))
             continue
-        chunk = np.searchsorted(bounds, rows, "right") - 1
-        order = np.argsort(chunk, kind="stable")
-        counts = np.bincount(chunk, minlength=len(chunks))
-        lo = 0
-        for c in np.flatnonzero(counts):
-            sel = order[lo:lo + counts[c]]
-            lo += counts[c]
-            out[i + sel] = _equal(left.take(pa.array(sel)), chunks[c].take(pa.array(rows[sel] - bounds[c])))
+        order = np.argsort(rows)  # grouped by probe chunk, ascending within each (a cache-friendlier read)
+        ordered = rows[order]
+        cut = np.searchsorted(ordered, bounds)
+        right = pa.chunked_array([chunks[c].take(pa.array(ordered[cut[c]:cut[c + 1]] - bounds[c]))
+                                  for c in range(len(chunks)) if cut[c + 1] > cut[c]], left.type)
+        out[i + order] = _equal(left.take(pa.array(order)), right)
     return out
 
 
