@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 from ..storage.pool import pool_array
 
 _BLOCK = 1 << 12  # keys hashed at once (their bytes stay in cache over the passes)
-_VERIFY_BLOCK = 1 << 15  # keys whose bytes are compared at once (a copy of their probe keys)
+_VERIFY_BLOCK = 1 << 14  # keys whose bytes are compared at once (a copy of their probe keys)
 THREADED_KEYS = 1 << 17  # from this many keys, hashing and matching run in two halves on two threads
 SAMPLE_SHIFT = 2
 SAMPLES = (1 << SAMPLE_SHIFT) + 1  # words hashed per key by the sampled hash: first, last, 3 between
