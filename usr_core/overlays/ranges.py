@@ -6,6 +6,7 @@ every part whole, and each row group is read once (rows past a cut wait for the 
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
 import numpy as np
@@ -104,17 +105,28 @@ def view_ranges(src: OverlaySource, columns: list[str], target_rows: int) -> Ite
     check_created_at(src)
     types = unify_types(src, columns)
     cursors = [_Cursor(p, src.key, columns, types) for p in src.newest_first()]  # O9: newest first
-    cuts = _cuts(cursors, target_rows)
-    for hi in cuts + [None]:
-        loaded = map_parallel(lambda c: c.take(hi), cursors, sum(g[2] for c in cursors for g in c.groups))
-        keys, cols = merge_parts(loaded, src.key, columns)
-        if not len(keys):
-            continue
-        prefix = key_prefix(keys)
-        if (prefix[1:] < prefix[:-1]).any():  # ids come in key order already (overlays.slots)
-            order = pa.array(np.argsort(prefix, kind="stable"))
-            keys, cols = keys.take(order), {c: cols[c].take(order) for c in columns}
-        yield pa.Table.from_arrays([keys] + [cols[c] for c in columns], [src.key] + columns)
+    his = _cuts(cursors, target_rows) + [None]
+    rows = sum(g[2] for c in cursors for g in c.groups)
+
+    def load(hi):
+        return map_parallel(lambda c: c.take(hi), cursors, rows)
+
+    # the next range is read while this one is merged and written (a cursor reads its ranges in order)
+    with ThreadPoolExecutor(1) as ahead:
+        pending = ahead.submit(load, his[0])
+        for i in range(len(his)):
+            loaded = pending.result()
+            if i + 1 < len(his):
+                pending = ahead.submit(load, his[i + 1])
+            keys, cols = merge_parts(loaded, src.key, columns)
+            del loaded
+            if not len(keys):
+                continue
+            prefix = key_prefix(keys)
+            if (prefix[1:] < prefix[:-1]).any():  # ids come in key order already (overlays.slots)
+                order = pa.array(np.argsort(prefix, kind="stable"))
+                keys, cols = keys.take(order), {c: cols[c].take(order) for c in columns}
+            yield pa.Table.from_arrays([keys] + [cols[c] for c in columns], [src.key] + columns)
 
 
 def view_bytes(src: OverlaySource, columns: list[str]) -> tuple[int, int]:
