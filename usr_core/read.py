@@ -250,13 +250,22 @@ def _base_column(key: str) -> str:
     return "id" if key == "id" else "sequence"
 
 
+def _prefetched(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """The batches, the next one decoded on a thread while the caller works on the current one."""
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(next, batches, None)
+        while (batch := pending.result()) is not None:
+            pending = pool.submit(next, batches, None)
+            yield batch
+
+
 def _spill_by_range(pf: pq.ParquetFile, plan: ReadPlan, key: str, cuts: np.ndarray, folder: Path) -> list[Path]:
     """One pass over the base: each batch's rows go to the spill file of their key range (Arrow IPC,
     uncompressed: LZ4 would double the time of the pass), in base order within a range."""
     files = [folder / f"range-{r:05d}.arrow" for r in range(len(cuts) + 1)]
     writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
     try:
-        for batch in pf.iter_batches(batch_size=1 << 16, columns=plan.base_read):
+        for batch in _prefetched(pf.iter_batches(batch_size=1 << 16, columns=plan.base_read)):
             rid = np.searchsorted(cuts, key_prefix(_base_keys(plan, batch, key)), side="right")
             counts = np.bincount(rid, minlength=len(files))
             grouped = batch.take(pa.array(np.argsort(rid, kind="stable")))
