@@ -1,9 +1,9 @@
 """The memory budget of a read (issue 15): how much join state a scan may hold, and its estimate.
 
 A scan joins overlays onto base rows.  Its state is the base key column(s) with their hash index,
-the merged columns, and the parts' key-to-row maps and data columns, all proportional to N.
-Sequence keys are matched in place (overlays.varkeys): their state counts the parts in flight with
-their key strings, at a lower peak factor than ids'.  When
+the merged columns, and the parts in flight (their keys, key-to-row maps and data columns), all
+proportional to N.  Sequence keys are matched in place (overlays.varkeys), so their state has a
+lower peak factor than ids'.  When
 the estimate fits the budget, the scan holds it once and streams base batches in base order.  When
 it does not, the scan cuts the key space into ranges (key prefixes) and joins one range at a time,
 yielding rows range by range (O12 lets a full scan be unordered); `head` and `get` keep base order.
@@ -80,37 +80,35 @@ def _key_column(key: str) -> str:
 def estimate_join_bytes(plan, base_md) -> int:
     """Bytes a whole-dataset join of `plan` holds at once (see the module docstring), scaled so that
     peak_bytes() is the expected peak: per key kind the base keys and their index; per overlay its merged
-    columns aligned to base rows and its parts' data and row maps.  Sequence-keyed overlays count the
-    parts in flight (one read while the previous is merged) with their key strings, at
-    SEQUENCE_PEAK_FACTOR; id-keyed ones every part, at PEAK_FACTOR (calibrated that way at 5M rows)."""
+    columns aligned to base rows and the parts in flight (one read while the previous is merged), each
+    with its key strings, data and row map.  Sequence-keyed state counts SEQUENCE_PEAK_FACTOR times."""
     n = base_md.num_rows
     state = {"id": 0, "sequence": 0}
     for k in {_key_column(s.key) for s, _ in plan.overlays} | ({"id"} if plan.tombstones is not None else set()):
         state[k] += _column_bytes(base_md, {k}) + n * _INDEX_BYTES_PER_KEY[k]
     sources = list(plan.overlays) + ([(plan.tombstones, ["usr__deleted"])] if plan.tombstones is not None else [])
     for src, cols in sources:
-        kind = _key_column(src.key)
-        widest = largest = every = 0
+        widest = largest = 0
         for part in src.parts:
             md = pq.read_metadata(part.path)
-            data = _column_bytes(md, set(cols)) + md.num_rows * _POSITION_BYTES
-            every += data
-            largest = max(largest, data + (_column_bytes(md, {src.key}) if kind == "sequence" else 0))
-            widest = max(widest, (data / max(md.num_rows, 1)) - _POSITION_BYTES)
-        parts = _PARTS_IN_FLIGHT * largest if kind == "sequence" else every
-        state[kind] += parts + int(n * widest)  # + the merged columns, aligned to base rows
+            data = _column_bytes(md, set(cols))
+            keys = _column_bytes(md, {src.key})
+            largest = max(largest, keys + data + md.num_rows * _POSITION_BYTES)
+            widest = max(widest, data / max(md.num_rows, 1))
+        state[_key_column(src.key)] += _PARTS_IN_FLIGHT * largest + int(n * widest)
     return state["id"] + int(state["sequence"] * SEQUENCE_PEAK_FACTOR / PEAK_FACTOR)
 
 
-# Peak resident memory over the sum above (read-ahead apart), measured on whole-dataset scans (5M rows,
-# 3 overlapping parts: 2.9x for a full scan, 3.1x for a projection): key strings and part columns are
-# read before they are mapped or merged, two parts load at once, the allocator keeps freed pages.
-# (At 1M rows, 10 parts, after the streamed join: 706 MiB measured for 3 float columns against 946
-# estimated, 943 against 1959 with a list column.)
+# Peak resident memory over the sum above (read-ahead apart).  First calibrated at 5M rows, 3 overlapping
+# parts, when every part was held (2.9x for a full scan, 3.1x for a projection); after the streamed join,
+# at 1M rows, 10 parts of 500k, base order, fresh process, interpreter included: 706 MiB measured for 3
+# float columns against 731 estimated (256 MiB read-ahead), 943 against 1069 with a list<float64>[8]
+# column, 361 against 647 for a projection.  Key columns are copied to be matched, parquet decoding
+# holds pages, the allocator keeps freed pages.
 PEAK_FACTOR = 3.0
 # Sequence keys (overlays.varkeys) are matched in place: the base keys are held once and a part's keys
 # only while it is mapped.  1M rows of 100-300 nt, 10 parts of 500k, fresh process, interpreter included:
-# 837-862 MiB measured against 1017 estimated (tombstones and read-ahead included), 795-863 against 820
+# 837-862 MiB measured against 1020 estimated (tombstones and read-ahead included), 795-863 against 820
 # without tombstones.
 SEQUENCE_PEAK_FACTOR = 1.2
 
