@@ -23,7 +23,7 @@ from .discovery import OverlaySource, Part
 from .encoding import META_KEYS_CLUSTERED, row_groups_in_range, row_groups_with_keys
 from .keymatch import KeyIndex
 from .keys import fixed_words, key_prefix, normalize_keys
-from .slots import sorted_slots
+from .slots import array_chunks, sorted_slots
 from .varkeys import VarKeyIndex
 from .winners import Winners
 
@@ -239,7 +239,7 @@ def merge_parts(loaded: list[LoadedPart], key: str, columns: list[str], probe: p
         if by_sort is not None:
             dictionary, idx = by_sort
         else:
-            chunks = [c for a in arrays for c in (a.chunks if isinstance(a, pa.ChunkedArray) else [a])]
+            chunks = [c for a in arrays for c in array_chunks(a)]
             enc = pc.dictionary_encode(pa.chunked_array(chunks, pa.string()))
             dictionary = enc.chunks[-1].dictionary if enc.num_chunks else pa.array([], pa.string())
             idx = np.concatenate([pc.fill_null(c.indices, -1).to_numpy(zero_copy_only=False) for c in enc.chunks]
@@ -325,15 +325,11 @@ class _StreamJoin:
         return {c: self.acc[c].result() if self.acc else pa.nulls(n, self.types.get(c, pa.null())) for c in self.columns}
 
 
-def _chunks(a) -> list[pa.Array]:
-    return a.chunks if isinstance(a, pa.ChunkedArray) else [a]
-
-
 def _probe_rows(probe: pa.Array, x: LoadedPart) -> np.ndarray:
     """Probe rows (-1: none) of a part the hash path did not map (keys of another width or NULL, or a
     duplicate to name, O8), from one dictionary encoding of probe and part keys (unique probe keys)."""
     n = len(probe)
-    enc = pc.dictionary_encode(pa.chunked_array(_chunks(probe) + _chunks(x.keys), pa.string()))
+    enc = pc.dictionary_encode(pa.chunked_array(array_chunks(probe) + array_chunks(x.keys), pa.string()))
     nslots = len(enc.chunks[-1].dictionary) if enc.num_chunks else 0
     idx = np.concatenate([pc.fill_null(c.indices, -1).to_numpy(zero_copy_only=False) for c in enc.chunks]
                          + [np.empty(0, np.int64)]).astype(np.int64)

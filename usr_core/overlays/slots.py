@@ -13,7 +13,8 @@ import pyarrow as pa
 from .keys import fixed_words
 
 
-def _chunks(a) -> list[pa.Array]:
+def array_chunks(a) -> list[pa.Array]:
+    """The chunks of a ChunkedArray, or [the array]."""
     return a.chunks if isinstance(a, pa.ChunkedArray) else [a]
 
 
@@ -29,7 +30,7 @@ def _differ(words: np.ndarray, order: np.ndarray, same: np.ndarray) -> np.ndarra
 def sorted_slots(keys: list) -> tuple[pa.Array, list[np.ndarray]] | None:
     """(distinct keys in byte order, each input's slots), or None when the keys are not all non-NULL
     and of one width (a multiple of 8 bytes): the caller then encodes them as a dictionary."""
-    chunks = [c for k in keys for c in _chunks(k) if len(c)]
+    chunks = [c for k in keys for c in array_chunks(k) if len(c)]
     mats = [fixed_words(c, None) for c in chunks]
     if not mats or any(m is None for m in mats) or len({m.shape[1] for m in mats}) > 1:
         return None
