@@ -3,6 +3,8 @@
 Processes are forked from a multiprocessing forkserver that has imported pyarrow, duckdb and
 usr_core once, so a measurement costs a fork instead of ~2 s of imports, and every child starts
 from the same resident set (reported as rss_before_mb). A forked child's ru_maxrss is its own.
+pandas is preloaded too: pyarrow imports it (when installed) on the first `pa.array` call of a
+process, ~0.3 s that would otherwise land in whichever step calls it first.
 """
 from __future__ import annotations
 
@@ -11,8 +13,8 @@ import os
 import statistics
 import traceback
 
-PRELOAD = ["numpy", "pyarrow", "pyarrow.compute", "pyarrow.parquet", "pyarrow.dataset", "pyarrow.acero",
-           "duckdb", "usr_core", "benchmarks.steps"]
+PRELOAD = ["numpy", "pandas", "pyarrow", "pyarrow.compute", "pyarrow.parquet", "pyarrow.dataset",
+           "pyarrow.acero", "duckdb", "usr_core", "benchmarks.steps"]
 _ctx = None
 
 
