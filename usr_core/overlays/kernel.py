@@ -143,13 +143,17 @@ def _one_array(values):
     return values
 
 
-def _fast_positions(index: KeyIndex, keys: pa.Array) -> np.ndarray | None:
+def _fast_positions(index: KeyIndex, keys: pa.Array) -> tuple[np.ndarray | None, bool]:
     """Each part row's probe row (-1: none) for equal-width keys (ids), matched by verified hashes;
-    None when the keys do not fit (another width, NULLs).  Keys of any width: VarKeyIndex."""
+    None when the keys do not fit (another width, NULLs).  Keys of any width: VarKeyIndex.  Second:
+    the part's keys are proven distinct (their truncated hashes differ), so O8 needs no exact check."""
     if isinstance(index, VarKeyIndex):
-        return index.positions(keys)
+        return index.positions(keys), False
     w = fixed_words(keys, index.words.shape[1] * 8)
-    return None if w is None else index.positions(w)
+    if w is None:
+        return None, False
+    found = index.lookup(w)
+    return found.rows, found.distinct
 
 
 def _raise_duplicate(key_value, where: str):
@@ -197,9 +201,11 @@ def load_parts(src: OverlaySource, columns: list[str], probe: ProbeKeys | None, 
         out = LoadedPart(str(part.path), t.num_rows, cols)
         st = resolved()
         keys = normalize_keys(t[key], key, combine=st["fast"] and not isinstance(st["index"], VarKeyIndex))
-        out.pos = _fast_positions(st["index"], keys) if st["fast"] else None
+        out.pos, distinct = _fast_positions(st["index"], keys) if st["fast"] else (None, False)
         if out.pos is None:
             out.keys = keys
+            return out
+        if distinct:  # no repeated key, matched or not (O8)
             return out
         nprobe = len(st["probe"])
         if _first_duplicate(out.pos, nprobe, np.empty(nprobe, np.int32)) is not None:
