@@ -126,8 +126,10 @@ def materialize(ds, namespace: str, *, compute, read_columns: list[str], inputs,
         elif out is not None and out.num_rows:
             written = ds.write_part(namespace, out, key=key, actor=actor, event_args=event_args,
                                     extra_metadata=book)
-            # every earlier file is ours and current, so the rows written had no value before: add them
-            if known and not p.full and p.computed == p.files and written.rows == out.num_rows:
+            # every earlier file is ours and current (or there is none), so the rows written had no value
+            # before: add them
+            fresh = not p.files or (not p.full and p.computed == p.files)
+            if known and fresh and written.rows == out.num_rows:
                 version = version_of_rows(out, key, known)
     elif known:
         version = known

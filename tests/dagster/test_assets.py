@@ -139,3 +139,27 @@ def test_orf_and_gc_functions():
     assert longest_orf("CCATGAAATAGCC") == 9
     assert longest_orf("CCCTATTTCATCC") == 9  # reverse complement GGATGAAATAGGG
     assert longest_orf("AAAA") == 0
+
+
+def test_G3_non_incremental_namespace_versions_equal_a_recount(usr_root):
+    """[G3] [O9] a namespace recomputed on every run (incremental=False, parts not replaced): the first run's
+    data version is added up from the rows written (no part before it), later runs recount; both equal
+    the content version read back, NULL cells included."""
+    def half(records: pa.Table) -> pa.Table:
+        n = records.num_rows
+        return pa.table({"id": records["id"], "nh__v": pa.array([None if i % 3 == 0 else float(i) for i in range(n)],
+                                                                pa.float64())})
+
+    from usr_core import register_namespace
+    register_namespace(usr_root, "nh", "nh__v:float64")
+    spec = usr_namespace("nh", columns={"v": "float64"}, incremental=False, replace_on_refresh=False)(half)
+    defs = build_usr_definitions(usr_root, [spec], datasets=["beta"])
+    key = namespace_key("beta", "nh")
+    inst = dg.DagsterInstance.ephemeral()
+    for run in range(2):
+        res = dg.materialize([a for a in defs.assets if getattr(a, "key", None) == key], instance=inst,
+                             resources={"usr": UsrResource(root=str(usr_root))})
+        assert res.success
+        mat = res.get_asset_materialization_events()[0].event_specific_data.materialization
+        assert mat.tags["dagster/data_version"] == namespace_version(Dataset(usr_root, "beta"), "nh"), run
+    assert len(_parts(usr_root, "beta", "nh")) == 2
