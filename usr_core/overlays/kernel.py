@@ -92,22 +92,30 @@ def map_parallel(fn, items, rows: int) -> list:
         return list(pool.map(fn, items))
 
 
-def map_ordered(fn, items, rows: int):
+RELEASE_BYTES = 32 << 20
+
+
+def map_ordered(fn, items, rows: int, size=None):
     """fn over items, results yielded in order; with large work the next item runs on a thread while
     the caller uses the current result (two results alive at most).  Freed pages go back to the
-    system after each result (the allocator keeps them otherwise, and the peak grows)."""
+    system once the results passed hold RELEASE_BYTES by `size` (the allocator keeps them otherwise,
+    and the peak grows; releasing after every small result costs more page faults than it saves)."""
     items = list(items)
     if rows < THREADED_ROWS or len(items) < 2:
         yield from (fn(x) for x in items)
         return
+    passed = 0
     with ThreadPoolExecutor(1) as pool:
         pending = pool.submit(fn, items[0])
         for x in items[1:] + [None]:
             done = pending.result()
             pending = pool.submit(fn, x) if x is not None else None
+            passed += size(done) if size is not None else RELEASE_BYTES
             yield done
             del done
-            pa.default_memory_pool().release_unused()
+            if passed >= RELEASE_BYTES:
+                pa.default_memory_pool().release_unused()
+                passed = 0
 
 
 class ProbeKeys:
@@ -180,6 +188,7 @@ class LoadedPart:
     cols: dict
     pos: np.ndarray | None = None
     keys: pa.Array | None = None
+    read_bytes: int = 0  # what reading it allocated, keys included (freed once merged)
 
 
 def load_parts(src: OverlaySource, columns: list[str], probe: ProbeKeys | None, keys_filter: pa.Array | None,
@@ -198,7 +207,7 @@ def load_parts(src: OverlaySource, columns: list[str], probe: ProbeKeys | None, 
     def load(part: Part) -> LoadedPart:
         t = read_part(part, key, columns, keys_filter, prefix_range)
         cols = {c: t[c].combine_chunks() if c in t.column_names else pa.nulls(t.num_rows, types[c]) for c in columns}
-        out = LoadedPart(str(part.path), t.num_rows, cols)
+        out = LoadedPart(str(part.path), t.num_rows, cols, read_bytes=t.nbytes)
         st = resolved()
         keys = normalize_keys(t[key], key, combine=st["fast"] and not isinstance(st["index"], VarKeyIndex))
         out.pos, distinct = _fast_positions(st["index"], keys) if st["fast"] else (None, False)
@@ -220,7 +229,8 @@ def load_parts(src: OverlaySource, columns: list[str], probe: ProbeKeys | None, 
         return out
 
     if each is not None:
-        for part in map_ordered(load, src.newest_first(), 0 if keys_filter is not None else 1 << 30):
+        rows = 0 if keys_filter is not None else 1 << 30
+        for part in map_ordered(load, src.newest_first(), rows, lambda x: x.read_bytes):
             each(part)
         return [], resolved()["probe"]
     loaded = map_parallel(load, src.newest_first(), 0 if keys_filter is not None else 1 << 30)
