@@ -40,53 +40,51 @@ def _rchar() -> int:
 
 
 # --------------------------------------------------------------------------------- data
-def build_floats(workdir: Path, n: int, seed: int = 1) -> Path:
-    """Dataset of n records + 3 overlapping float parts; returns the dataset dir (reused when built)."""
+def _start(root: Path, ns: str, columns: str, n: int, seed: int):
+    """(dataset, ids) of a new build of n records with namespace `ns` registered; None when built already."""
     from usr_core import Dataset, register_namespace
 
-    root = workdir / f"floats_n{n}"
-    done = root / ".built"
-    if done.exists():
-        return root / NAME
+    if (root / ".built").exists():
+        return None
     root.mkdir(parents=True, exist_ok=True)
-    register_namespace(root, NS, f"{NS}__a:float64,{NS}__b:float64", overwrite=True)
+    register_namespace(root, ns, columns, overwrite=True)
     ds = Dataset(root, NAME)
     if not ds.paths.records.is_file():
         ds.init(source="synthetic")
-    ids = _add_in_chunks(ds, n, seed)
-    rng = np.random.default_rng(seed + 1)
-    for _ in range(3):
-        idx = np.flatnonzero(rng.random(n) < 0.6)
-        ds.write_part(NS, pa.table({"id": ids.take(pa.array(idx)),
-                                    f"{NS}__a": pa.array(rng.random(len(idx)), mask=rng.random(len(idx)) < 0.1),
-                                    f"{NS}__b": pa.array(rng.random(len(idx)))}))
-        del idx
-    done.write_text("ok\n")
+    return ds, _add_in_chunks(ds, n, seed)
+
+
+def build_floats(workdir: Path, n: int, seed: int = 1) -> Path:
+    """Dataset of n records + 3 overlapping float parts; returns the dataset dir (reused when built)."""
+    root = workdir / f"floats_n{n}"
+    started = _start(root, NS, f"{NS}__a:float64,{NS}__b:float64", n, seed)
+    if started is not None:
+        ds, ids = started
+        rng = np.random.default_rng(seed + 1)
+        for _ in range(3):
+            idx = np.flatnonzero(rng.random(n) < 0.6)
+            ds.write_part(NS, pa.table({"id": ids.take(pa.array(idx)),
+                                        f"{NS}__a": pa.array(rng.random(len(idx)), mask=rng.random(len(idx)) < 0.1),
+                                        f"{NS}__b": pa.array(rng.random(len(idx)))}))
+            del idx
+        (root / ".built").write_text("ok\n")
     return root / NAME
 
 
 def build_lists(workdir: Path, n: int, seed: int = 2, chunk: int = 250_000) -> Path:
     """Dataset of n records + a list<float32> namespace of LIST_LEN values per row (parts of `chunk` rows)."""
-    from usr_core import Dataset, register_namespace
-
     root = workdir / f"lists_n{n}"
-    done = root / ".built"
-    if done.exists():
-        return root / NAME
-    root.mkdir(parents=True, exist_ok=True)
-    register_namespace(root, LIST_NS, f"{LIST_NS}__v:list<float32>", overwrite=True)
-    ds = Dataset(root, NAME)
-    if not ds.paths.records.is_file():
-        ds.init(source="synthetic")
-    ids = _add_in_chunks(ds, n, seed)
-    rng = np.random.default_rng(seed + 1)
-    for lo in range(0, n, chunk):
-        m = min(chunk, n - lo)
-        values = pa.array(rng.random(m * LIST_LEN, dtype=np.float32))
-        offsets = pa.array(np.arange(0, (m + 1) * LIST_LEN, LIST_LEN, dtype=np.int32))
-        ds.write_part(LIST_NS, pa.table({"id": ids.slice(lo, m),
-                                         f"{LIST_NS}__v": pa.ListArray.from_arrays(offsets, values)}))
-    done.write_text("ok\n")
+    started = _start(root, LIST_NS, f"{LIST_NS}__v:list<float32>", n, seed)
+    if started is not None:
+        ds, ids = started
+        rng = np.random.default_rng(seed + 1)
+        for lo in range(0, n, chunk):
+            m = min(chunk, n - lo)
+            values = pa.array(rng.random(m * LIST_LEN, dtype=np.float32))
+            offsets = pa.array(np.arange(0, (m + 1) * LIST_LEN, LIST_LEN, dtype=np.int32))
+            ds.write_part(LIST_NS, pa.table({"id": ids.slice(lo, m),
+                                             f"{LIST_NS}__v": pa.ListArray.from_arrays(offsets, values)}))
+        (root / ".built").write_text("ok\n")
     return root / NAME
 
 

@@ -25,7 +25,7 @@ from .contract import TOMBSTONE_COLUMNS
 from .layout import DatasetPaths
 from .overlays.kernel import ProbeKeys, joined_columns, namespace_view
 from .overlays.keys import key_prefix, normalize_keys
-from .readplan import ReadPlan, base_schema, not_initialized, plan_read  # noqa: F401 (read API)
+from .readplan import ReadPlan, base_schema, plan_read  # noqa: F401 (base_schema: read API)
 from .registry.registry import Registry
 
 

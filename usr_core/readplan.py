@@ -4,13 +4,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from .contract import TOMBSTONE_COLUMNS, TOMBSTONE_NS
 from .errors import SchemaError, SequencesError, option_hint
 from .layout import DatasetPaths
 from .overlays.checks import check_sequence_keys, check_source
-from .overlays.discovery import OverlaySource, discover_overlays
+from .overlays.discovery import OverlaySource, discover_overlays, read_file_schema
 from .registry.registry import Registry, load_registry
 
 
@@ -23,11 +22,7 @@ def not_initialized(paths: DatasetPaths) -> SequencesError:
 def base_schema(paths: DatasetPaths) -> pa.Schema:
     if not paths.records.is_file():
         raise not_initialized(paths)
-    try:
-        return pq.read_schema(paths.records)
-    except (OSError, pa.ArrowInvalid) as exc:
-        raise SchemaError(f"Cannot read {paths.records}: {exc}",
-                          hint="The base table is corrupt; restore it from _snapshots/.") from exc
+    return read_file_schema(paths.records, hint="The base table is corrupt; restore it from _snapshots/.")
 
 
 @dataclass

@@ -34,12 +34,14 @@ def file_metadata(schema: pa.Schema) -> dict[str, str]:
     return {k.decode("utf-8", "replace"): v.decode("utf-8", "replace") for k, v in (schema.metadata or {}).items()}
 
 
-def read_file_schema(path: Path) -> pa.Schema:
+def read_file_schema(path: Path,
+                     hint: str = "The file is corrupt, truncated or unreadable; restore it or remove the overlay.",
+                     ) -> pa.Schema:
+    """The footer's schema; an unreadable file is a SchemaError with `hint`."""
     try:
         return pq.read_schema(path)
     except (OSError, pa.ArrowInvalid) as exc:
-        raise SchemaError(f"Cannot read parquet file {path}: {exc}",
-                          hint="The file is corrupt, truncated or unreadable; restore it or remove the overlay.") from exc
+        raise SchemaError(f"Cannot read parquet file {path}: {exc}", hint=hint) from exc
 
 
 @dataclass

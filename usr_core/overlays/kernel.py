@@ -95,10 +95,10 @@ def map_parallel(fn, items, rows: int) -> list:
 RELEASE_BYTES = 32 << 20
 
 
-def map_ordered(fn, items, rows: int, size=None):
+def map_ordered(fn, items, rows: int, size):
     """fn over items, results yielded in order; with large work the next item runs on a thread while
     the caller uses the current result (two results alive at most).  Freed pages go back to the
-    system once the results passed hold RELEASE_BYTES by `size` (the allocator keeps them otherwise,
+    system once the results passed hold RELEASE_BYTES by `size(result)` (the allocator keeps them otherwise,
     and the peak grows; releasing after every small result costs more page faults than it saves)."""
     items = list(items)
     if rows < THREADED_ROWS or len(items) < 2:
@@ -110,7 +110,7 @@ def map_ordered(fn, items, rows: int, size=None):
         for x in items[1:] + [None]:
             done = pending.result()
             pending = pool.submit(fn, x) if x is not None else None
-            passed += size(done) if size is not None else RELEASE_BYTES
+            passed += size(done)
             yield done
             del done
             if passed >= RELEASE_BYTES:
