@@ -281,9 +281,9 @@ def _spill_by_range(pf: pq.ParquetFile, plan: ReadPlan, key: str, cuts: np.ndarr
     return files
 
 
-def _range_table(plan: ReadPlan, base: pa.Table, key: str, lo: int, hi: int | None) -> pa.Table:
-    """The merged rows of `base`, the base rows whose key prefix is in [lo, hi)."""
-    return _Joined(plan, base, keys_filter=True, key_range=(key, (lo, hi))).assemble(base, 0)
+def _range_join(plan: ReadPlan, base: pa.Table, key: str, lo: int, hi: int | None) -> _Joined:
+    """The overlays joined onto `base`, the base rows whose key prefix is in [lo, hi)."""
+    return _Joined(plan, base, keys_filter=True, key_range=(key, (lo, hi)))
 
 
 def _scan_ranges(paths: DatasetPaths, plan: ReadPlan, batch_size: int, ranges: int):
@@ -296,7 +296,7 @@ def _scan_ranges(paths: DatasetPaths, plan: ReadPlan, batch_size: int, ranges: i
 
     def build(base, lo, hi):
         try:
-            return _range_table(state["plan"], base, key, lo, hi)
+            return _range_join(state["plan"], base, key, lo, hi)
         except Exception as exc:
             if vanished(exc):  # a compaction or promotion replaced parts: join this range with the new files
                 again = plan_read(paths, plan.out_columns, [s.namespace for s, _ in plan.overlays] or False,
@@ -310,14 +310,18 @@ def _scan_ranges(paths: DatasetPaths, plan: ReadPlan, batch_size: int, ranges: i
         for path, lo, hi in zip(files, [0] + cuts, cuts + [None]):
             if not path.exists():
                 continue
-            with pa.OSFile(str(path)) as fh:
-                base = pa.ipc.open_stream(fh).read_all().combine_chunks()
+            # mapped, not read: the range's batches are assembled in place (no copy of the base columns)
+            with pa.memory_map(str(path)) as source:
+                base = pa.ipc.open_stream(source).read_all()
             path.unlink()
-            table = consistent(paths, lambda base=base, lo=lo, hi=hi: build(base, lo, hi))
-            del base
-            for b in table.to_batches(max_chunksize=batch_size):
-                if b.num_rows:
-                    yield b
+            joined = consistent(paths, lambda base=base, lo=lo, hi=hi: build(base, lo, hi))
+            start = 0
+            for batch in base.to_batches():
+                for b in joined.assemble(batch, start).to_batches(max_chunksize=batch_size):
+                    if b.num_rows:
+                        yield b
+                start += batch.num_rows
+            del base, joined
 
 
 def read_table(paths: DatasetPaths, **kwargs) -> pa.Table:
