@@ -31,14 +31,20 @@ def _reference(probe: pa.Array, keys: pa.Array) -> np.ndarray:
     return np.where(kidx >= 0, first[np.maximum(kidx, 0)], -1)
 
 
+@pytest.mark.parametrize("in_place", [True, False])
 @pytest.mark.parametrize("threaded", [False, True])
 @pytest.mark.parametrize("bits", [64, 6, 1])
-def test_O10_positions_equal_dictionary_encoding(bits, threaded, monkeypatch):
+def test_O10_positions_equal_dictionary_encoding(bits, threaded, in_place, monkeypatch):
     """[O10] random keys of 0-40 bytes (under one word, one word, many), some absent from the probe,
     NULLs, a chunked probe; with 6 and 1 hash bits every key collides with many others: still exact.
-    Hashing and matching in two halves on two threads gives the same answer."""
+    Hashing and matching in two halves on two threads gives the same answer; so does verifying on
+    copied keys (pyarrow without string_view comparisons) instead of views in place."""
     if threaded:
         monkeypatch.setattr(varkeys, "THREADED_KEYS", 2)
+    if not in_place:
+        monkeypatch.setattr(varkeys, "IN_PLACE", False)
+    elif not varkeys.IN_PLACE:
+        pytest.skip("this pyarrow does not compare string_view arrays")
     rng = np.random.default_rng(7)
     probe_list = list(dict.fromkeys(_dna(rng, 3000, 1, 40)))
     probe = pa.chunked_array([probe_list[:1000], probe_list[1000:]], pa.string())
@@ -67,6 +73,28 @@ def test_O10_point_mutants_switch_to_the_full_hash():
     assert index.full and index.collisions == 0
     keys = pa.array(mutants[::-1])
     assert (index.positions(keys) == _reference(probe, keys)).all()
+
+
+@pytest.mark.skipif(not varkeys.IN_PLACE, reason="this pyarrow does not compare string_view arrays")
+def test_O10_views_compare_bytes_where_they_lie():
+    """[O10] string_views of sliced, chunked, large_string and NULL-holding keys share the keys' bytes
+    (nothing copied for string keys) and compare equal exactly where the keys do, short (inline) and
+    long keys alike, whichever rows are gathered."""
+    rng = np.random.default_rng(11)
+    words = _dna(rng, 400, 0, 40)
+    plain = pa.array(["pad"] + words + [None]).slice(1)
+    chunked = pa.chunked_array([pa.array(words[:150]), pa.array(words[150:] + [None])])
+    a, b = varkeys.string_views(plain), varkeys.string_views(chunked)
+    large = varkeys.string_views(pa.array(words + [None], pa.large_string()))
+    assert a.type == b.type == large.type == pa.string_view() and len(a) == len(b) == len(words) + 1
+    assert a.buffers()[2].address == plain.buffers()[2].address  # the data buffer itself, no copy
+    assert a.to_pylist() == b.to_pylist() == large.to_pylist() == words + [None]
+    rows = rng.integers(0, len(words), 3000)
+    other = rng.integers(0, len(words), 3000)
+    want = np.array([words[i] == words[j] for i, j in zip(rows, other)])
+    assert (varkeys._same_views(a, rows, b, other) == want).all()
+    assert (varkeys._same_views(a, None, b, np.arange(len(words))) ).all()
+    assert varkeys._take_views(b, rows).to_pylist() == [words[i] for i in rows]
 
 
 def test_hashes_do_not_depend_on_where_a_key_sits():

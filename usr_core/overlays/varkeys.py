@@ -4,6 +4,9 @@ The counterpart of keymatch for keys of any length: the probe keys (a read's bas
 once, their hashes sorted and bucketed by their high bits; a part's keys are hashed, looked up in their
 bucket, and every candidate match is confirmed by comparing the two keys' bytes (Arrow's string
 equality).  Equal hashes of different keys only cost a second look at the other probe keys of that hash.
+Where pyarrow compares string_view arrays, the bytes are compared where they lie: both sides become
+16-byte views into their own buffers and only the views are gathered (copying the probe keys to compare
+them cost more than the comparison).
 
 The hash reads five words of each key (its first and last 8 bytes and three spread between them) plus
 its length: a few vectorised numpy passes whatever the key length.  Keys that agree on those words
@@ -22,6 +25,7 @@ from ..storage.pool import pool_array
 
 _BLOCK = 1 << 12  # keys hashed at once (their bytes stay in cache over the passes)
 _VERIFY_BLOCK = 1 << 14  # keys whose bytes are compared at once (a copy of their probe keys)
+_VIEW_BLOCK = 1 << 16  # keys whose views are gathered and compared at once (16 bytes a side per key)
 THREADED_KEYS = 1 << 17  # from this many keys, hashing and matching run in two halves on two threads
 SAMPLE_SHIFT = 2
 SAMPLES = (1 << SAMPLE_SHIFT) + 1  # words hashed per key by the sampled hash: first, last, 3 between
@@ -159,12 +163,52 @@ def _equal(left: pa.Array, right: pa.Array) -> np.ndarray:
     return pc.fill_null(pc.equal(left, right), False).to_numpy(zero_copy_only=False)
 
 
+def _compares_views() -> bool:
+    try:
+        a = pa.array(["A" * 13, "C"], pa.string_view())
+        return pc.equal(a, a).to_pylist() == [True, True]
+    except (pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return False
+
+
+IN_PLACE = _compares_views()  # string_view equality is a recent pyarrow kernel; else keys are copied
+
+
+def string_views(keys: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """The keys as one string_view array whose views point into the keys' own data buffers (one
+    variadic buffer per chunk; no key byte copied)."""
+    views = [pc.cast(c, pa.string_view()) for c in (keys.chunks if isinstance(keys, pa.ChunkedArray) else [keys])]
+    return views[0] if len(views) == 1 else pa.concat_arrays(views)
+
+
+def _take_views(views: pa.Array, rows: np.ndarray | None) -> pa.Array:
+    """views[rows] for rows holding non-NULL keys: the 16-byte views gathered, the data buffers shared."""
+    if rows is None:
+        return views
+    structs = pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), len(views), [None, views.buffers()[1]],
+                                                   offset=views.offset).take(pa.array(rows))
+    return pa.Array.from_buffers(pa.string_view(), len(rows), [None, structs.buffers()[1]] + views.buffers()[2:],
+                                 offset=structs.offset)
+
+
+def _same_views(a: pa.Array, a_rows: np.ndarray | None, b: pa.Array, b_rows: np.ndarray) -> np.ndarray:
+    """a[a_rows] == b[b_rows] on bytes (a_rows None: a in order), `a` and `b` from string_views()."""
+    out = np.empty(len(b_rows), bool)
+    for i in range(0, len(b_rows), _VIEW_BLOCK):
+        rows = b_rows[i:i + _VIEW_BLOCK]
+        left = a.slice(i, len(rows)) if a_rows is None else _take_views(a, a_rows[i:i + _VIEW_BLOCK])
+        out[i:i + len(rows)] = _equal(left, _take_views(b, rows))
+    return out
+
+
 class VarKeyIndex:
     """The probe keys' hashes in ascending order with their rows (NULL keys left out), built once per
-    read and matched against each part's keys.  Holds a reference to the probe keys for verification."""
+    read and matched against each part's keys.  Holds a reference to the probe keys for verification
+    (and, where pyarrow compares views, their string_views: 16 bytes per key)."""
 
     def __init__(self, probe: pa.Array | pa.ChunkedArray, full: bool, bits: int):
         self.probe, self.full, self.bits = probe, full, bits
+        self._views = string_views(probe) if IN_PLACE else None
         h = string_hashes(probe, full, bits)
         valid = _valid(probe)
         rows = np.flatnonzero(valid) if not valid.all() else None
@@ -241,6 +285,7 @@ class VarKeyIndex:
             ok_rows &= _valid(keys)
         todo = np.flatnonzero(ok_rows) if not ok_rows.all() else None  # None: every key, in order
         at = at if todo is None else at[todo]
+        views = string_views(keys) if self._views is not None else None
         for step in range(self.longest_run):  # the step-th probe key of an equal-hash run
             if step:
                 nxt = np.minimum(at + step, len(self.hashes) - 1)
@@ -249,7 +294,10 @@ class VarKeyIndex:
             if not len(at):
                 break
             cand = self.rows[at + step]
-            ok = _same(keys, todo, self.probe, cand)
+            if views is not None:
+                ok = _same_views(views, todo, self._views, cand)
+            else:
+                ok = _same(keys, todo, self.probe, cand)
             if todo is None:
                 todo = np.arange(n)
             match[todo[ok]] = cand[ok]
