@@ -23,6 +23,7 @@ from .discovery import OverlaySource, Part
 from .encoding import META_KEYS_CLUSTERED, row_groups_in_range, row_groups_with_keys
 from .keymatch import KeyIndex
 from .keys import fixed_words, key_prefix, normalize_keys
+from .seqparts import read_matched
 from .slots import array_chunks, sorted_slots
 from .varkeys import VarKeyIndex
 from .winners import Winners
@@ -130,6 +131,10 @@ class ProbeKeys:
         self._lock = threading.Lock()
         self._state: dict = {}
 
+    def peek(self) -> dict | None:
+        """The resolved state, or None while nobody has resolved it yet (never waits)."""
+        return self._state or None
+
     def resolve(self) -> dict:
         """{probe, index (KeyIndex of the probe), fast (unique equal-width keys: hash matching fits)}."""
         with self._lock:
@@ -180,6 +185,11 @@ def _first_duplicate(pos: np.ndarray, nkeys: int, stamp: np.ndarray) -> int | No
     return None
 
 
+def _loaded(part: Part, t: pa.Table, columns: list[str], types: dict, read_bytes: int) -> LoadedPart:
+    cols = {c: t[c].combine_chunks() if c in t.column_names else pa.nulls(t.num_rows, types[c]) for c in columns}
+    return LoadedPart(str(part.path), t.num_rows, cols, read_bytes=read_bytes)
+
+
 @dataclass
 class LoadedPart:
     """One part, newest first: data columns, and either slots (probe rows) or the keys to encode."""
@@ -205,27 +215,36 @@ def load_parts(src: OverlaySource, columns: list[str], probe: ProbeKeys | None, 
     resolved = probe.resolve
 
     def load(part: Part) -> LoadedPart:
-        t = read_part(part, key, columns, keys_filter, prefix_range)
-        cols = {c: t[c].combine_chunks() if c in t.column_names else pa.nulls(t.num_rows, types[c]) for c in columns}
-        out = LoadedPart(str(part.path), t.num_rows, cols, read_bytes=t.nbytes)
-        st = resolved()
-        keys = normalize_keys(t[key], key, combine=st["fast"] and not isinstance(st["index"], VarKeyIndex))
-        out.pos, distinct = _fast_positions(st["index"], keys) if st["fast"] else (None, False)
-        if out.pos is None:
-            out.keys = keys
-            return out
-        if distinct:  # no repeated key, matched or not (O8)
-            return out
+        st = probe.peek()
+        chunked = st is not None and st["fast"] and isinstance(st["index"], VarKeyIndex) and keys_filter is None \
+            and prefix_range is None  # sequence keys: matched chunk by chunk as they are decoded
+        if chunked:
+            m = read_matched(part, key, columns, st["index"])
+            out = _loaded(part, m.data, columns, types, m.read_bytes)
+            out.pos, missed = m.pos, m.missed
+        else:
+            t = read_part(part, key, columns, keys_filter, prefix_range)
+            out = _loaded(part, t, columns, types, t.nbytes)
+            st = resolved()
+            keys = normalize_keys(t[key], key, combine=st["fast"] and not isinstance(st["index"], VarKeyIndex))
+            out.pos, distinct = _fast_positions(st["index"], keys) if st["fast"] else (None, False)
+            if out.pos is None:
+                out.keys = keys
+                return out
+            if distinct:  # no repeated key, matched or not (O8)
+                return out
+            miss = out.pos < 0  # NULL keys never match (O2)
+            missed = keys.filter(pa.array(miss)).drop_null() if miss.any() else None
         nprobe = len(st["probe"])
         if _first_duplicate(out.pos, nprobe, np.empty(nprobe, np.int32)) is not None:
+            if chunked:
+                keys = normalize_keys(read_part(part, key, [], None)[key], key, combine=False)
             out.pos, out.keys = None, keys  # the dictionary path names the duplicate
             return out
-        miss = out.pos < 0
-        if miss.any():  # keys outside the probe are dropped by the join, yet must be unique (O8)
-            rest = keys.filter(pa.array(miss)).drop_null()  # NULL keys never match (O2)
-            if len(pc.unique(rest)) != len(rest):
-                vc = pc.value_counts(rest)
-                _raise_duplicate(vc.filter(pc.greater(vc.field("counts"), 1)).field("values")[0].as_py(), out.name)
+        if missed is not None and len(missed) and len(pc.unique(missed)) != len(missed):
+            # keys outside the probe are dropped by the join, yet must be unique (O8)
+            vc = pc.value_counts(missed)
+            _raise_duplicate(vc.filter(pc.greater(vc.field("counts"), 1)).field("values")[0].as_py(), out.name)
         return out
 
     if each is not None:
