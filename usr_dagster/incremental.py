@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 
 from usr_core import PartWritten
-from usr_core.inspect import (OverlayFile, files_fingerprint, namespace_version, overlay_files, rows_missing_from,
-                              version_of_rows)
+from usr_core.inspect import (OverlayFile, files_fingerprint, namespace_version, overlay_files, overlay_keys,
+                              rows_missing_from, version_of_rows)
 from usr_core.replace import replace_overlay
 
 CODE_KEY = "dagster/code_version"
@@ -112,31 +113,66 @@ def materialize(ds, namespace: str, *, compute, read_columns: list[str], inputs,
     known = previous[1] if previous and previous[0] == files_fingerprint(p.files) else None
     if not p.files:
         known = version_of_rows(pa.table({key: pa.array([], pa.string())}), key)
-    written, replaced, version = None, False, None
+    written, replaced, version, earlier = None, False, None, None
     if table.num_rows or (p.full and replace and p.files):
         out = compute(table) if table.num_rows else None
         if p.full and replace:
             out = out if out is not None else _empty_like(ds, namespace, key)
             if out is not None:
-                written = replace_overlay(ds, namespace, out, key=key, actor=actor, event_args=event_args,
-                                          extra_metadata=book)
+                with ThreadPoolExecutor(1) as pool:  # hash the rows while they are written
+                    after = pool.submit(version_of_rows, out, key)
+                    written = replace_overlay(ds, namespace, out, key=key, actor=actor, event_args=event_args,
+                                              extra_metadata=book)
                 replaced = True
                 if written.rows == out.num_rows:
-                    version = version_of_rows(out, key)
+                    version = after.result()
         elif out is not None and out.num_rows:
-            written = ds.write_part(namespace, out, key=key, actor=actor, event_args=event_args,
-                                    extra_metadata=book)
-            # every earlier file is ours and current (or there is none), so the rows written had no value
-            # before: add them
-            fresh = not p.files or (not p.full and p.computed == p.files)
-            if known and fresh and written.rows == out.num_rows:
-                version = version_of_rows(out, key, known)
+            with ThreadPoolExecutor(1) as pool:
+                after = pool.submit(_version_after_part, out, key, known, p)
+                written = ds.write_part(namespace, out, key=key, actor=actor, event_args=event_args,
+                                        extra_metadata=book)
+            version, earlier = after.result()
+            if written.rows != out.num_rows:
+                version = None
     elif known:
         version = known
     files = overlay_files(ds, namespace)
+    if earlier is not None and not _covers(files, written, earlier):
+        version = None
     if version is None or not _only_ours(files, [] if replaced else p.files, written):
         version = namespace_version(ds, namespace)  # someone else wrote meanwhile, or no usable previous version
     return Outcome(mode, p.reasons, table.num_rows, written, replaced, version, files_fingerprint(files))
+
+
+def _version_after_part(out: pa.Table, key: str, known: str | None, p: Plan):
+    """(content version once `out` is written as the newest part, keys of the earlier files it must cover) told
+    from `out` alone, while the part is written; (None, None) when it cannot be (the version is then read back)."""
+    # every earlier file is ours and current (or there is none), so the rows written had no value before: add them
+    if known and (not p.files or (not p.full and p.computed == p.files)):
+        return version_of_rows(out, key, known), None
+    # a full recomputation written as a part: when it has a value in every cell and a row for every key of the
+    # earlier files, newest-non-null-wins shows exactly its rows (O9), whatever those files held
+    if not (p.full and p.files) or any(out.column(c).null_count for c in out.column_names if c != key):
+        return None, None
+    # (a file with the current columns digest holds the declared columns, as `out` does: no other column)
+    if any((f.key or "id") != key or f.extra.get(COLUMNS_KEY) != p.book[COLUMNS_KEY] or f.rows != out.num_rows
+           for f in p.files):
+        return None, None
+    try:
+        earlier = [overlay_keys([f]) for f in p.files]
+    except (OSError, pa.ArrowException):  # an earlier file went away meanwhile (compaction): read the version
+        return None, None
+    return version_of_rows(out, key), earlier
+
+
+def _covers(files: list[OverlayFile], written: PartWritten, earlier: list[pa.ChunkedArray]) -> bool:
+    """Every earlier file holds exactly the keys of the part written (in the same order: both are clustered alike
+    by the write); anything else counts as not covered, and the caller reads the version back."""
+    part = [f for f in files if f.path == written.path]
+    if not part:
+        return False
+    keys = overlay_keys(part)
+    return all(len(k) == len(keys) and k.equals(keys) for k in earlier)
 
 
 def _only_ours(files, before, written) -> bool:

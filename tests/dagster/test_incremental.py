@@ -270,3 +270,49 @@ def test_declared_columns_change_is_a_full_refresh(usr_root):
     md = _md(inst, namespace_key(DS, "cnt"))
     assert calls == [50] and md["usr/mode"] == "full_refresh" and "declared columns changed" in md["usr/reasons"]
     assert Dataset(usr_root, DS).read_table(columns=["cnt__w"]).column("cnt__w").to_pylist() == [1] * 50
+
+
+def test_G3_recomputation_written_as_a_part_reports_the_version_readers_see(usr_root, monkeypatch):
+    """[G3] [O9] `replace_on_refresh=False` adds every recomputation as a part: the data version is the content
+    version of what readers see, whether the new part hides every earlier value (told from its rows) or not (a
+    NULL lets an older value show through; a tombstoned record keeps its older row) -- always equal to the
+    version read back from the files, and unchanged when the values are."""
+    values = {"v": 1.0, "null_first": False}
+
+    @usr_namespace("whole", columns={"v": "float64"}, code_version="1", incremental=False, replace_on_refresh=False)
+    def whole(records: pa.Table) -> pa.Table:
+        col = [values["v"]] * records.num_rows
+        if values["null_first"]:
+            col[0] = None
+        return pa.table({"id": records.column("id"), "whole__v": pa.array(col, pa.float64())})
+
+    ds = Dataset(usr_root, DS)
+    defs, inst = build_usr_definitions(usr_root, [whole]), dg.DagsterInstance.ephemeral()
+    key = namespace_key(DS, "whole")
+    seen, reads = [], []
+    import usr_dagster.incremental as inc
+
+    monkeypatch.setattr(inc, "namespace_version", lambda *a: reads.append(len(seen)) or namespace_version(*a))
+
+    def run_and_check():
+        _run(defs, usr_root, [key], inst)
+        assert _version(inst, key) == namespace_version(ds, "whole")
+        seen.append(_version(inst, key))
+
+    run_and_check()
+    values["v"] = 2.0  # every key covered, every cell a value: the new part alone is the view
+    run_and_check()
+    assert seen[1] != seen[0]
+    run_and_check()  # same values again: same version
+    assert seen[2] == seen[1]
+    values["v"], values["null_first"] = 3.0, True  # the first record keeps 2.0 from the older part
+    run_and_check()
+    first = ds.read_table(columns=["id", "whole__v"]).column("whole__v")[0].as_py()
+    assert first == 2.0 and seen[3] not in seen[:3]
+    values["null_first"] = False
+    victim = ds.read_table(columns=["id"], include_overlays=False).column("id")[5].as_py()
+    ds.tombstone([victim])  # its older rows stay in the view; the new part has no row for it
+    run_and_check()
+    assert seen[4] != seen[3]
+    assert len(overlay_files(ds, "whole")) == 5
+    assert reads == [3, 4]  # read back only where the new part does not hide every earlier row
