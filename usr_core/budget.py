@@ -4,9 +4,9 @@ A scan joins overlays onto base rows.  Its state is the base key column(s) with 
 the merged columns, and the parts in flight (their keys, key-to-row maps and data columns), all
 proportional to N.  Sequence keys are matched in place (overlays.varkeys), so their state has a
 lower peak factor than ids'.  When
-the estimate fits the budget, the scan holds it once and streams base batches in base order.  When
-it does not, the scan cuts the key space into ranges (key prefixes) and joins one range at a time,
-yielding rows range by range (O12 lets a full scan be unordered); `head` and `get` keep base order.
+the estimate fits the budget, the scan holds it once and streams base batches past it.  When it does
+not, the scan cuts the key space into ranges (key prefixes) and joins one range at a time (rangescan);
+rows come in base order either way.
 
 The budget comes from the `memory_budget` argument, else the USR_MEMORY_BUDGET environment variable
 (bytes, or a number with KB/MB/GB/KiB/MiB/GiB), else DEFAULT_BUDGET.
@@ -118,11 +118,6 @@ def peak_bytes(join_estimate: int, read_ahead: int) -> int:
     return int(join_estimate * PEAK_FACTOR) + read_ahead
 
 
-def base_bytes(plan, base_md) -> int:
-    return _column_bytes(base_md, set(plan.base_read))
-
-
-def range_count(join_estimate: int, base_read_bytes: int, budget: int) -> int:
-    """Key ranges that bring one range's state (its share of the join, and of the base columns, held
-    twice while a range is read and joined) to about half the budget."""
-    return max(2, math.ceil((join_estimate * PEAK_FACTOR + 2 * base_read_bytes) / (budget / 2)))
+def range_count(join_estimate: int, budget: int) -> int:
+    """Key ranges that bring one range's share of the join (rangescan) to about half the budget."""
+    return max(2, math.ceil(join_estimate * PEAK_FACTOR / (budget / 2)))

@@ -191,7 +191,7 @@ class Dataset:
     def scan(self, *, columns=None, include_overlays=True, include_deleted=False,
              batch_size: int = 65536, memory_budget=None) -> rd.Scan:
         """Merged batches; memory bounded by `memory_budget` (bytes or e.g. '512MB'; default
-        $USR_MEMORY_BUDGET or 1 GiB).  Over budget, rows come in key-range order (`.ordered` False)."""
+        $USR_MEMORY_BUDGET or 1 GiB); base order always (over budget, key ranges are joined one at a time)."""
         self.writer.require()
         return rd.scan(self.paths, columns=columns, include_overlays=include_overlays,
                        include_deleted=include_deleted, batch_size=batch_size, memory_budget=memory_budget)

@@ -8,90 +8,22 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
-import tempfile
-from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .budget import base_bytes, estimate_join_bytes, memory_budget as resolve_budget, peak_bytes, range_count
-from .consistency import consistent, vanished
-from .contract import TOMBSTONE_COLUMNS
+from .budget import estimate_join_bytes, memory_budget as resolve_budget, peak_bytes, range_count
+from .consistency import consistent
+from .joined import Joined, base_file
 from .layout import DatasetPaths
-from .overlays.kernel import ProbeKeys, joined_columns, namespace_view
-from .overlays.keys import key_prefix, normalize_keys
+from .overlays.kernel import namespace_view
+from .overlays.keys import normalize_keys
+from .rangescan import scan_ranges
 from .readplan import ReadPlan, base_schema, plan_read  # noqa: F401 (base_schema: read API)
 from .registry.registry import Registry
-
-
-def _base_keys(plan: ReadPlan, table_or_batch, key: str):
-    return normalize_keys(table_or_batch.column("id" if key == "id" else "sequence"), key, combine=key == "id")
-
-
-class _Joined:
-    """Overlay columns LEFT JOINed onto a set of base rows (aligned row for row)."""
-
-    def __init__(self, plan: ReadPlan, base, keys_filter: bool, key_range: tuple | None = None):
-        """`base`: the base rows (at least their key columns), or a Future of them (read meanwhile).
-        `key_range` (key kind, prefix range): the base rows are those of that key range, so overlays of
-        that key kind read only its part rows (no key filter needed).
-
-        The normalised base keys of each key kind, and their hash index, are built once and shared by
-        every overlay (and the tombstones) joined here; they live as long as this object."""
-        self.plan = plan
-        self.views = []  # (columns dict aligned with base rows, names)
-        table = (lambda: base.result()) if isinstance(base, Future) else (lambda: base)
-        probes: dict[str, tuple[ProbeKeys, pa.Array | None]] = {}
-
-        def probe(key: str) -> tuple:
-            if key not in probes:
-                if key_range is not None and key == key_range[0]:
-                    probes[key] = ProbeKeys(_base_keys(plan, table(), key)), None, key_range[1]
-                elif keys_filter:
-                    keys = _base_keys(plan, table(), key)
-                    probes[key] = ProbeKeys(keys), pc.unique(keys.drop_null()), None
-                else:
-                    probes[key] = ProbeKeys(lambda: _base_keys(plan, table(), key)), None, None
-            return probes[key]
-
-        for src, cols in plan.overlays:
-            self.views.append((joined_columns(src, cols, *probe(src.key)), cols))
-        self.deleted = None
-        self.tomb = None
-        if plan.tombstones is not None:
-            self.tomb = joined_columns(plan.tombstones, list(TOMBSTONE_COLUMNS), *probe("id"))
-            self.deleted = pc.fill_null(self.tomb["usr__deleted"], False)
-
-    def assemble(self, base: pa.Table | pa.RecordBatch, start: int) -> pa.Table:
-        n = base.num_rows
-        plan = self.plan
-        cols: dict[str, pa.Array] = {c: base.column(c) for c in plan.base_names if c in plan.out_columns}
-        for joined, names in self.views:
-            for c in names:
-                v = joined[c].slice(start, n)
-                cols[c] = pc.coalesce(v, cols[c]) if c in cols and cols[c].type == v.type else v
-        if self.tomb is not None and plan.include_deleted:
-            for c in TOMBSTONE_COLUMNS:
-                if c in plan.out_columns:
-                    cols[c] = self.tomb[c].slice(start, n)
-        arrays, names = [], []
-        for c in plan.out_columns:
-            if c in cols:
-                arrays.append(cols[c])
-            elif c in TOMBSTONE_COLUMNS:
-                dt = {"usr__deleted": pa.bool_(), "usr__deleted_at": pa.timestamp("us", tz="UTC")}.get(c, pa.string())
-                arrays.append(pa.nulls(n, dt))
-            names.append(c)
-        table = pa.Table.from_arrays([a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in arrays],
-                                     names)
-        if self.deleted is not None and not plan.include_deleted:
-            table = table.filter(pc.invert(self.deleted.slice(start, n)))
-        return table
 
 
 _READ_AHEAD_BYTES = 256 << 20
@@ -112,28 +44,27 @@ def _read_ahead(batches: Iterator[pa.RecordBatch], budget: int) -> list[pa.Recor
 class Scan:
     """The batches of one scan (an iterator), and how it streams.
 
-    `ordered`: rows come in base order (the join state fits `memory_budget`); False: the scan joins one
-    key range at a time (`ranges` of them) and rows come range by range, each range in base order
-    (O12).  `estimated_bytes`: the expected peak of a base-order scan (budget.peak_bytes), compared with
-    the budget; `join_bytes`: the join state it derives from (budget.estimate_join_bytes)."""
+    Rows always come in base order (`ordered`).  `ranges`: 1 when the join state fits `memory_budget`
+    (one join, base batches stream past it); more when it does not: the scan joins one key range at a
+    time and spills the merged columns (rangescan).  `estimated_bytes`: the expected peak of a one-join
+    scan (budget.peak_bytes), compared with the budget; `join_bytes`: the join state it derives from
+    (budget.estimate_join_bytes)."""
 
-    def __init__(self, paths: DatasetPaths, plan: ReadPlan, budget: int, estimate: tuple[int, int],
+    def __init__(self, paths: DatasetPaths, plan: ReadPlan, budget: int, estimate: int,
                  batch_size: int, replan: Callable[[], ReadPlan]):
-        join, base = estimate
-        self.join_bytes = join
+        self.join_bytes = join = estimate
         ahead = min(_READ_AHEAD_BYTES, budget // 4)
         if join:  # read ahead (while the join runs) what the budget leaves beside the join state
             ahead = max(min(ahead, budget - peak_bytes(join, 0)), min(_MIN_READ_AHEAD_BYTES, ahead))
         self.memory_budget, self.estimated_bytes = budget, peak_bytes(join, ahead) if join else 0
-        self.ranges = 1 if self.estimated_bytes <= budget else range_count(join, base, budget)
-        self.ordered = self.ranges == 1
-        if self.ordered:
+        self.ranges = 1 if self.estimated_bytes <= budget else range_count(join, budget)
+        self.ordered = True
+        if self.ranges == 1:
             self._it = _scan_whole(paths, plan, replan, batch_size, ahead)
         else:
-            log.info("scan of %s: join state ~%d MiB exceeds the memory budget of %d MiB; streaming %d key "
-                     "ranges, rows in key-range order (O12)", paths.name, self.estimated_bytes >> 20, budget >> 20,
-                     self.ranges)
-            self._it = _scan_ranges(paths, plan, batch_size, self.ranges)
+            log.info("scan of %s: join state ~%d MiB exceeds the memory budget of %d MiB; joining %d key "
+                     "ranges one at a time", paths.name, self.estimated_bytes >> 20, budget >> 20, self.ranges)
+            self._it = scan_ranges(paths, plan, batch_size, self.ranges)
 
     def __iter__(self):
         return self
@@ -157,18 +88,11 @@ def scan(paths: DatasetPaths, *, columns=None, include_overlays=True, include_de
     def prepare():
         plan = replan()
         if not (plan.overlays or plan.tombstones is not None):
-            return plan, (0, 0)
-        md = pq.read_metadata(paths.records)
-        return plan, (estimate_join_bytes(plan, md), base_bytes(plan, md))
+            return plan, 0
+        return plan, estimate_join_bytes(plan, pq.read_metadata(paths.records))
 
     plan, estimate = consistent(paths, prepare)
     return Scan(paths, plan, budget, estimate, batch_size, replan)
-
-
-def _base_file(paths: DatasetPaths) -> pq.ParquetFile:
-    """The base for batch iteration.  pre_buffer=False: with pre-buffering (pyarrow's default) an
-    iteration keeps every row group it has read (5M rows: 450 MB held by the end of a pass)."""
-    return pq.ParquetFile(paths.records, pre_buffer=False)
 
 
 def _scan_whole(paths: DatasetPaths, plan: ReadPlan, replan: Callable[[], ReadPlan], batch_size: int,
@@ -180,7 +104,7 @@ def _scan_whole(paths: DatasetPaths, plan: ReadPlan, replan: Callable[[], ReadPl
         if attempts:  # a retry: the files listed by the plan may have been compacted or promoted away
             plan = replan()
         attempts += 1
-        pf = _base_file(paths)  # open handles survive a later replacement of the file
+        pf = base_file(paths)  # open handles survive a later replacement of the file
         if not (plan.overlays or plan.tombstones is not None):
             return None, pf.iter_batches(batch_size=batch_size, columns=plan.base_read), [], None
         key_cols = sorted({"id" if s.key == "id" else "sequence" for s, _ in plan.overlays}
@@ -192,9 +116,9 @@ def _scan_whole(paths: DatasetPaths, plan: ReadPlan, replan: Callable[[], ReadPl
         with ThreadPoolExecutor(1) as pool:
             keys = pool.submit(pf.read, columns=key_cols)
             if rest:
-                batches = _base_file(paths).iter_batches(batch_size=batch_size, columns=rest)
+                batches = base_file(paths).iter_batches(batch_size=batch_size, columns=rest)
                 ahead = pool.submit(_read_ahead, batches, ahead_bytes)
-            joined = _Joined(plan, keys, keys_filter=False)
+            joined = Joined(plan, keys, keys_filter=False)
             keys = keys.result()
             ahead = ahead.result() if rest else []
         if not rest:
@@ -217,111 +141,6 @@ def _scan_whole(paths: DatasetPaths, plan: ReadPlan, replan: Callable[[], ReadPl
         for b in out.to_batches():
             if b.num_rows:
                 yield b
-
-
-def _range_key(plan: ReadPlan) -> str:
-    """The key kind the ranges cut: the one with more overlay bytes (its clustered parts then read
-    only a range's row groups; the other kind's files are filtered row group by row group)."""
-    size = {"id": 0, "sequence": 0}
-    sources = [s for s, _ in plan.overlays] + ([plan.tombstones] if plan.tombstones is not None else [])
-    for src in sources:
-        size["id" if src.key == "id" else "sequence"] += sum(p.path.stat().st_size for p in src.parts)
-    return "sequence" if size["sequence"] > size["id"] else "id"
-
-
-def _cuts(pf: pq.ParquetFile, plan: ReadPlan, key: str, ranges: int) -> list[int]:
-    """Key prefixes cutting the base into `ranges` ranges of about equal rows (quantiles of the first
-    64k keys of up to 16 row groups spread over the file)."""
-    md = pf.metadata
-    step = max(1, md.num_row_groups // 16)
-    sample = [np.empty(0, np.uint64)]
-    for i in range(0, md.num_row_groups, step):
-        batch = next(pf.iter_batches(batch_size=1 << 16, row_groups=[i], columns=[_base_column(key)]), None)
-        if batch is not None:
-            sample.append(key_prefix(_base_keys(plan, batch, key)))
-    prefixes = np.sort(np.concatenate(sample))
-    if not len(prefixes):
-        return []
-    at = [prefixes[min(len(prefixes) - 1, math.floor(len(prefixes) * i / ranges))] for i in range(1, ranges)]
-    return sorted({int(x) for x in at if int(x) > 0})
-
-
-def _base_column(key: str) -> str:
-    return "id" if key == "id" else "sequence"
-
-
-def _prefetched(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """The batches, the next one decoded on a thread while the caller works on the current one."""
-    with ThreadPoolExecutor(1) as pool:
-        pending = pool.submit(next, batches, None)
-        while (batch := pending.result()) is not None:
-            pending = pool.submit(next, batches, None)
-            yield batch
-
-
-def _spill_by_range(pf: pq.ParquetFile, plan: ReadPlan, key: str, cuts: np.ndarray, folder: Path) -> list[Path]:
-    """One pass over the base: each batch's rows go to the spill file of their key range (Arrow IPC,
-    uncompressed: LZ4 would double the time of the pass), in base order within a range."""
-    files = [folder / f"range-{r:05d}.arrow" for r in range(len(cuts) + 1)]
-    writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
-    try:
-        for batch in _prefetched(pf.iter_batches(batch_size=1 << 16, columns=plan.base_read)):
-            rid = np.searchsorted(cuts, key_prefix(_base_keys(plan, batch, key)), side="right")
-            counts = np.bincount(rid, minlength=len(files))
-            grouped = batch.take(pa.array(np.argsort(rid, kind="stable")))
-            start = 0
-            for r in np.flatnonzero(counts):
-                if r not in writers:
-                    writers[r] = pa.ipc.new_stream(files[r], batch.schema)
-                writers[r].write_batch(grouped.slice(start, int(counts[r])))
-                start += int(counts[r])
-    finally:
-        for w in writers.values():
-            w.close()
-    return files
-
-
-def _range_join(plan: ReadPlan, base: pa.Table, key: str, lo: int, hi: int | None) -> _Joined:
-    """The overlays joined onto `base`, the base rows whose key prefix is in [lo, hi)."""
-    return _Joined(plan, base, keys_filter=True, key_range=(key, (lo, hi)))
-
-
-def _scan_ranges(paths: DatasetPaths, plan: ReadPlan, batch_size: int, ranges: int):
-    """Spill the base columns by key range (one read of the base, files in the temp folder, each removed
-    once its range is joined), then join range by range."""
-    pf = _base_file(paths)  # the base as it was when the scan began
-    key = _range_key(plan)
-    cuts = _cuts(pf, plan, key, ranges)
-    state = {"plan": plan}
-
-    def build(base, lo, hi):
-        try:
-            return _range_join(state["plan"], base, key, lo, hi)
-        except Exception as exc:
-            if vanished(exc):  # a compaction or promotion replaced parts: join this range with the new files
-                again = plan_read(paths, plan.out_columns, [s.namespace for s, _ in plan.overlays] or False,
-                                  plan.include_deleted)
-                if again.out_columns == plan.out_columns:
-                    state["plan"] = again
-            raise
-
-    with tempfile.TemporaryDirectory(prefix="usr-scan-") as folder:
-        files = _spill_by_range(pf, plan, key, np.array(cuts, np.uint64), Path(folder))
-        for path, lo, hi in zip(files, [0] + cuts, cuts + [None]):
-            if not path.exists():
-                continue
-            # mapped, not read: the range's batches are assembled in place (no copy of the base columns)
-            with pa.memory_map(str(path)) as source:
-                base = pa.ipc.open_stream(source).read_all()
-            path.unlink()
-            joined = consistent(paths, lambda base=base, lo=lo, hi=hi: build(base, lo, hi))
-            start = 0
-            for batch in base.to_batches():
-                for b in joined.assemble(batch, start).to_batches(max_chunksize=batch_size):
-                    if b.num_rows:
-                        yield b
-                start += batch.num_rows
-            del base, joined
 
 
 def read_table(paths: DatasetPaths, **kwargs) -> pa.Table:
@@ -358,7 +177,7 @@ def head(paths: DatasetPaths, n: int = 10, *, columns=None, include_overlays=Tru
 
 def _head(paths, n, columns, include_overlays, include_deleted, registry) -> pa.Table:
     plan = plan_read(paths, columns, include_overlays, include_deleted, registry)
-    pf = _base_file(paths)
+    pf = base_file(paths)
     hidden = None
     if plan.tombstones is not None and not include_deleted:  # the tombstone file is small: hide rows first
         tv = namespace_view(plan.tombstones, ["usr__deleted"])
@@ -379,7 +198,7 @@ def _head(paths, n, columns, include_overlays, include_deleted, registry) -> pa.
 
 def _head_join(plan: ReadPlan, base: pa.Table) -> pa.Table:
     if plan.overlays or plan.tombstones is not None:
-        return _Joined(plan, base, keys_filter=True).assemble(base.combine_chunks(), 0)
+        return Joined(plan, base, keys_filter=True).assemble(base.combine_chunks(), 0)
     return base.select(plan.out_columns)
 
 
@@ -394,5 +213,5 @@ def _get_rows(paths, ids, columns, include_deleted, include_overlays) -> pa.Tabl
     read_cols = list(dict.fromkeys(plan.base_read + ["id"]))
     base = pq.read_table(paths.records, columns=read_cols, filters=pc.field("id").isin(ids))
     if plan.overlays or plan.tombstones is not None:
-        return _Joined(plan, base, keys_filter=True).assemble(base, 0)
+        return Joined(plan, base, keys_filter=True).assemble(base, 0)
     return base.select(plan.out_columns)

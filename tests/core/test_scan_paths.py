@@ -76,18 +76,18 @@ def test_O10_scan_include_deleted_shows_tombstone_columns(ds):
 
 def test_O12_read_ahead_is_what_the_budget_leaves_beside_the_join(ds):
     """[O12] a join state that fits the budget only with less read-ahead keeps base order, its expected
-    peak within the budget; one that leaves less than the minimum read-ahead streams key ranges."""
+    peak within the budget; one that leaves less than the minimum read-ahead joins key ranges."""
     from usr_core.budget import PEAK_FACTOR, peak_bytes
     from usr_core.readplan import plan_read
 
     plan = plan_read(ds.paths, None, True, False)
     budget = 1 << 30
-    fits = read.Scan(ds.paths, plan, budget, (int((900 << 20) / PEAK_FACTOR), 1 << 20), 1024, lambda: plan)
-    assert fits.ordered and fits.estimated_bytes <= budget
+    fits = read.Scan(ds.paths, plan, budget, int((900 << 20) / PEAK_FACTOR), 1024, lambda: plan)
+    assert fits.ranges == 1 and fits.estimated_bytes <= budget
     assert fits.estimated_bytes - peak_bytes(fits.join_bytes, 0) < read._READ_AHEAD_BYTES  # read-ahead shrank
-    tight = read.Scan(ds.paths, plan, budget, (int((1010 << 20) / PEAK_FACTOR), 1 << 20), 1024, lambda: plan)
-    assert not tight.ordered and tight.ranges >= 2
-    roomy = read.Scan(ds.paths, plan, budget, (1 << 20, 1 << 20), 1024, lambda: plan)
+    tight = read.Scan(ds.paths, plan, budget, int((1010 << 20) / PEAK_FACTOR), 1024, lambda: plan)
+    assert tight.ordered and tight.ranges >= 2
+    roomy = read.Scan(ds.paths, plan, budget, 1 << 20, 1024, lambda: plan)
     assert roomy.estimated_bytes - peak_bytes(roomy.join_bytes, 0) == read._READ_AHEAD_BYTES
     for s in (fits, tight, roomy):
         s.close()
