@@ -4,7 +4,8 @@ One code path builds a namespace view for reads, compaction and materialize.  Pa
 to key slots (base rows, via verified 64-bit hashes; without base keys, equal-width keys by one sort
 (overlays.slots), others by one dictionary encoding), then the parts are fed newest first into one
 winners accumulator per column (overlays.winners): a slot keeps the first non-NULL value it gets.
-A read join streams: each part is merged as soon as it is read and dropped.
+A read join streams: each part is merged as soon as it is read and dropped; a sequence-keyed part is
+read and matched chunk by chunk (overlays.seqparts) once the base keys' index exists.
 """
 from __future__ import annotations
 
@@ -206,8 +207,9 @@ def load_parts(src: OverlaySource, columns: list[str], probe: ProbeKeys | None, 
     """Read the parts (newest first, O9) and map their keys to probe rows where the fast path fits.
 
     Keys are dropped as soon as they are mapped, so a read holds the key strings of two parts at
-    most.  Returns (parts, probe keys).  With `each`, every part is handed to it as soon as it is
-    read, newest first, and not kept (the list is empty): at most three parts are held at once."""
+    most (sequence keys after the first part: of two chunks).  Returns (parts, probe keys).  With
+    `each`, every part is handed to it as soon as it is read, newest first, and not kept (the list is
+    empty): at most three parts are held at once."""
     key = require_key(src)
     check_created_at(src)
     types = unify_types(src, columns)
