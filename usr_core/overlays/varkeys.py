@@ -214,7 +214,10 @@ class VarKeyIndex:
         rows = np.flatnonzero(valid) if not valid.all() else None
         order = np.argsort(h if rows is None else h[rows], kind="stable")
         self.rows = order if rows is None else rows[order]
-        self.hashes = h[self.rows]
+        self._padded = np.empty(len(self.rows) + 1, np.uint64)  # a read at an empty last bucket's start
+        np.take(h, self.rows, out=self._padded[:-1])
+        self._padded[-1] = 0
+        self.hashes = self._padded[:-1]
         same = self.hashes[1:] == self.hashes[:-1]
         self.collisions = int(np.count_nonzero(same))
         self.longest_run = _longest_run(same) + 1 if len(self.hashes) else 0
@@ -223,7 +226,6 @@ class VarKeyIndex:
         counts = np.bincount((self.hashes >> self._shift).astype(np.intp), minlength=1 << nb)
         bounds = np.r_[0, np.cumsum(counts)].astype(np.int32 if len(self.hashes) < 2**31 else np.int64)
         self._starts, self._ends = bounds[:-1], bounds[1:]  # bucket b: hashes[_starts[b]:_ends[b]]
-        self._padded = np.r_[self.hashes, np.uint64(0)]  # a read at an empty last bucket's start
 
     def _find(self, h: np.ndarray) -> np.ndarray:
         """Per hash, the index of its first equal in self.hashes, else -1 (a walk through its bucket:
