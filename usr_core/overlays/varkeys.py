@@ -301,6 +301,8 @@ class VarKeyIndex:
             else:
                 ok = _same(keys, todo, self.probe, cand)
             if todo is None:
+                if ok.all():  # every key found at its first candidate (the usual case)
+                    return cand
                 todo = np.arange(n)
             match[todo[ok]] = cand[ok]
             todo, at = todo[~ok], at[~ok]
