@@ -118,6 +118,6 @@ def peak_bytes(join_estimate: int, read_ahead: int) -> int:
     return int(join_estimate * PEAK_FACTOR) + read_ahead
 
 
-def range_count(join_estimate: int, budget: int) -> int:
-    """Key ranges that bring one range's share of the join (rangescan) to about half the budget."""
-    return max(2, math.ceil(join_estimate * PEAK_FACTOR / (budget / 2)))
+def range_count(join_estimate: int, budget: int, at_once: int = 1) -> int:
+    """Key ranges that bring the share of the join of `at_once` ranges (rangescan) to about half the budget."""
+    return max(2, math.ceil(join_estimate * PEAK_FACTOR * at_once / (budget / 2)))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
@@ -33,6 +34,7 @@ from .overlays.keys import key_prefix
 from .readplan import ReadPlan, plan_read
 
 ROW = "__usr_row"  # the base row number carried through the spill files
+RANGES_AT_ONCE = 2  # ranges joined at the same time (budget.range_count sizes ranges for this many)
 _SPILL_BATCH_BYTES = 4 << 20  # merged rows per spilled batch: about this many bytes (a cursor holds one)
 
 
@@ -183,22 +185,24 @@ def scan_ranges(paths: DatasetPaths, plan: ReadPlan, batch_size: int, ranges: in
                     state["plan"] = again
             raise
 
+    def join_range(path: Path, lo: int, hi: int | None) -> tuple[Path, pa.Schema] | None:
+        """Join one range and spill its merged columns, in row order; None when the range is empty."""
+        if not path.exists():
+            return None
+        with pa.memory_map(str(path)) as source:  # mapped: the range's keys are not copied
+            keys = pa.ipc.open_stream(source).read_all()
+        path.unlink()
+        table = _merged_table(consistent(paths, lambda: build(keys, lo, hi)), keys.column(ROW).combine_chunks())
+        out = path.with_name(path.name.replace("keys-", "merged-"))
+        _write_merged(table, out)
+        return out, table.schema
+
     with tempfile.TemporaryDirectory(prefix="usr-scan-") as folder:
-        merged, schema = [], None
-        for path, lo, hi in zip(_spill_keys(pf, plan, key, np.array(cuts, np.uint64), Path(folder)),
-                                [0] + cuts, cuts + [None]):
-            if not path.exists():
-                continue
-            with pa.memory_map(str(path)) as source:  # mapped: the range's keys are not copied
-                keys = pa.ipc.open_stream(source).read_all()
-            path.unlink()
-            joined = consistent(paths, lambda keys=keys, lo=lo, hi=hi: build(keys, lo, hi))
-            table = _merged_table(joined, keys.column(ROW).combine_chunks())
-            del keys, joined
-            schema = schema or table.schema
-            merged.append(path.with_name(path.name.replace("keys-", "merged-")))
-            _write_merged(table, merged[-1])
-            del table
+        files = _spill_keys(pf, plan, key, np.array(cuts, np.uint64), Path(folder))
+        with ThreadPoolExecutor(RANGES_AT_ONCE) as pool:  # two ranges joined at once: both cores busy
+            done = [r for r in pool.map(join_range, files, [0] + cuts, cuts + [None]) if r is not None]
+        merged = [p for p, _ in done]
+        schema = done[0][1] if done else None
         cursors = [_Cursor(p) for p in merged]
         try:
             start = 0

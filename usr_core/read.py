@@ -21,7 +21,7 @@ from .joined import Joined, base_file
 from .layout import DatasetPaths
 from .overlays.kernel import namespace_view
 from .overlays.keys import normalize_keys
-from .rangescan import scan_ranges
+from .rangescan import RANGES_AT_ONCE, scan_ranges
 from .readplan import ReadPlan, base_schema, plan_read  # noqa: F401 (base_schema: read API)
 from .registry.registry import Registry
 
@@ -57,7 +57,7 @@ class Scan:
         if join:  # read ahead (while the join runs) what the budget leaves beside the join state
             ahead = max(min(ahead, budget - peak_bytes(join, 0)), min(_MIN_READ_AHEAD_BYTES, ahead))
         self.memory_budget, self.estimated_bytes = budget, peak_bytes(join, ahead) if join else 0
-        self.ranges = 1 if self.estimated_bytes <= budget else range_count(join, budget)
+        self.ranges = 1 if self.estimated_bytes <= budget else range_count(join, budget, RANGES_AT_ONCE)
         self.ordered = True
         if self.ranges == 1:
             self._it = _scan_whole(paths, plan, replan, batch_size, ahead)
