@@ -31,6 +31,7 @@ from .errors import SequencesError
 from .joined import Joined, base_column, base_file, base_keys, prefetched
 from .layout import DatasetPaths
 from .overlays.keys import key_prefix
+from .overlays.winners import take_rows
 from .readplan import ReadPlan, plan_read
 
 ROW = "__usr_row"  # the base row number carried through the spill files
@@ -159,9 +160,8 @@ def _aligned(plan: ReadPlan, pieces: list[pa.RecordBatch], schema: pa.Schema, st
     if len(rows) != n or (len(rows) and (rows[order[0]] != start or rows[order[-1]] != start + n - 1)):
         raise SequencesError(f"Internal error: a ranged scan gathered {len(rows)} merged rows for base rows "
                        f"{start}..{start + n - 1}.", hint="Report this; read with a larger memory_budget meanwhile.")
-    table = table.take(pa.array(order))
-    cols = {name: table.column(name).chunk(0) if table.column(name).num_chunks == 1
-            else table.column(name).combine_chunks() for name in table.column_names}
+    cols = {name: take_rows(table.column(name).chunk(0) if table.column(name).num_chunks == 1
+                            else table.column(name).combine_chunks(), order) for name in table.column_names}
     views = [({c: cols[c] for c in names}, names) for _, names in plan.overlays]
     tomb = {c: cols[c] for c in TOMBSTONE_COLUMNS} if plan.tombstones is not None else None
     return Joined.aligned(plan, views, tomb)

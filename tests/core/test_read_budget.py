@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import threading
 
 import numpy as np
 import pyarrow as pa
@@ -94,14 +95,15 @@ def test_O12_ranged_scan_survives_a_compaction_between_ranges(ds, monkeypatch):
     """[O12] [X2] the parts a ranged scan listed are compacted away after its first range is joined: the
     later ranges are joined from the compact file (the same view), nothing is lost or repeated."""
     want = pa.Table.from_batches(list(ds.scan(batch_size=50)))
-    real, calls = rangescan._merged_table, []
+    real, calls, lock = rangescan._merged_table, [], threading.Lock()
 
-    def compact_after_first(joined, rows):
-        if not calls:
-            with ds.maintenance(reason="test"):
-                for ns in ("mock", "emb"):
-                    ds.compact_overlay(ns)
-        calls.append(len(rows))
+    def compact_after_first(joined, rows):  # ranges are joined on two threads
+        with lock:
+            calls.append(len(rows))
+            if len(calls) == 1:
+                with ds.maintenance(reason="test"):
+                    for ns in ("mock", "emb"):
+                        ds.compact_overlay(ns)
         return real(joined, rows)
 
     monkeypatch.setattr(rangescan, "_merged_table", compact_after_first)

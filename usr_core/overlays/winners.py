@@ -28,6 +28,38 @@ def _primitive_array(dt: pa.DataType, values: np.ndarray, ok: np.ndarray) -> pa.
     return pa.Array.from_buffers(dt, len(ok), [validity, pa.py_buffer(values)], null_count=nulls)
 
 
+def _equal_lists(arr: pa.Array) -> int | None:
+    """The common length of `arr`'s lists when it is a list column of equal-length lists of fixed-width
+    values without NULLs (embeddings), else None."""
+    if not (pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type)) or not len(arr) or arr.null_count \
+            or not _primitive(arr.type.value_type):
+        return None
+    itype = np.int64 if pa.types.is_large_list(arr.type) else np.int32
+    offsets = np.frombuffer(arr.buffers()[1], itype, len(arr) + 1, arr.offset * np.dtype(itype).itemsize)
+    width = int(offsets[1] - offsets[0])
+    if width <= 0 or not np.all(np.diff(offsets) == width) or arr.flatten().null_count:
+        return None
+    return width
+
+
+def take_rows(arr: pa.Array, idx: np.ndarray, nulls: np.ndarray | None = None) -> pa.Array:
+    """`arr.take(idx)`, rows where `nulls` is True made NULL.  Equal-length lists of fixed-width values
+    (embeddings) are gathered by one numpy take of their values: Arrow copies lists one at a time (a
+    64k-row list<float32>[256] take: 0.2-0.4 s against 0.03 s)."""
+    width = _equal_lists(arr)
+    if width is None:
+        return arr.take(pa.array(idx, mask=nulls))
+    child = arr.flatten()
+    size = child.type.bit_width // 8
+    rows = np.frombuffer(child.buffers()[1], np.dtype(f"u{size}"), len(child), child.offset * size).reshape(-1, width)
+    gathered = np.take(rows, idx if nulls is None else np.where(nulls, 0, idx), axis=0)
+    values = pa.Array.from_buffers(child.type, gathered.size, [None, pa.py_buffer(gathered)])
+    itype = np.int64 if pa.types.is_large_list(arr.type) else np.int32
+    offsets = pa.array(np.arange(0, (len(idx) + 1) * width, width, dtype=itype))
+    mask = pa.array(nulls) if nulls is not None and nulls.any() else None
+    return type(arr).from_arrays(offsets, values, type=arr.type, mask=mask)
+
+
 class Winners:
     """One column's winners over `nslots` slots."""
 
@@ -66,7 +98,7 @@ class Winners:
             vals = _raw_values(arr)
             self.values[sel] = vals if rows is None else vals[rows]
         else:
-            self.rows.append(arr if rows is None else arr.take(pa.array(rows)))
+            self.rows.append(arr if rows is None else take_rows(arr, rows))
             self.slots.append(sel)
 
     def result(self, take: np.ndarray | None = None) -> pa.Array:
@@ -92,4 +124,4 @@ class Winners:
             at = np.where(take >= 0, np.take(at, np.maximum(take, 0)), -1)
         if len(rows) == n and take is None and np.array_equal(at, np.arange(n, dtype=itype)):
             return rows
-        return rows.take(pa.array(at, mask=at < 0))
+        return take_rows(rows, at, at < 0)
