@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 from dagster import (AssetExecutionContext, AssetSpec, AutomationCondition, DataVersion, Field, ObserveResult,
                      asset, multi_observable_source_asset)
 
-from usr_core import Dataset, ensure_registry_entries, load_registry, namespace_contract_hash
+from usr_core import Dataset, ensure_registry_entries, namespace_contract_hash
 
 from . import incremental as inc
 from .common import (KINDS, RECORDS, dagster_actor, dagster_md, namespace_key, records_key, records_version,
@@ -209,8 +209,7 @@ def namespace_asset(root, dataset: str, spec: UsrNamespace, registry: dict, *, g
                "Recompute every visible row and replace the namespace's overlay, even when nothing changed."))})
     def _materialize(context: AssetExecutionContext, usr: UsrResource):
         ds = usr.dataset(dataset)
-        ensure_registry_entries(usr.root, {spec.name: spec.registry_entry()})  # R11: idempotent
-        reg = load_registry(usr.root, True)
+        reg = ensure_registry_entries(usr.root, {spec.name: spec.registry_entry()})  # R11: idempotent
         ns_cols = [dict(c) for c in reg[spec.name]["columns"]]
         need = ["id", *[u for u in spec.uses if u != "id"]]
         up_cols = [c["name"] for i in spec.inputs for c in reg.get(i, {}).get("columns", [])]

@@ -115,25 +115,25 @@ def materialize(ds, namespace: str, *, compute, read_columns: list[str], inputs,
         known = version_of_rows(pa.table({key: pa.array([], pa.string())}), key)
     written, replaced, version, earlier = None, False, None, None
     if table.num_rows or (p.full and replace and p.files):
-        out = compute(table) if table.num_rows else None
-        if p.full and replace:
-            out = out if out is not None else _empty_like(ds, namespace, key)
-            if out is not None:
-                with ThreadPoolExecutor(1) as pool:  # hash the rows while they are written
+        with ThreadPoolExecutor(1) as pool:  # the data version's work runs beside the compute and the write
+            keys_before = pool.submit(_earlier_keys, p, key, table.num_rows) if p.full and not replace else None
+            out = compute(table) if table.num_rows else None
+            if p.full and replace:
+                out = out if out is not None else _empty_like(ds, namespace, key)
+                if out is not None:
                     after = pool.submit(version_of_rows, out, key)
                     written = replace_overlay(ds, namespace, out, key=key, actor=actor, event_args=event_args,
                                               extra_metadata=book)
-                replaced = True
-                if written.rows == out.num_rows:
-                    version = after.result()
-        elif out is not None and out.num_rows:
-            with ThreadPoolExecutor(1) as pool:
-                after = pool.submit(_version_after_part, out, key, known, p)
+                    replaced = True
+                    if written.rows == out.num_rows:
+                        version = after.result()
+            elif out is not None and out.num_rows:
+                after = pool.submit(_version_after_part, out, key, known, p, keys_before)
                 written = ds.write_part(namespace, out, key=key, actor=actor, event_args=event_args,
                                         extra_metadata=book)
-            version, earlier = after.result()
-            if written.rows != out.num_rows:
-                version = None
+                version, earlier = after.result()
+                if written.rows != out.num_rows:
+                    version = None
     elif known:
         version = known
     files = overlay_files(ds, namespace)
@@ -144,7 +144,19 @@ def materialize(ds, namespace: str, *, compute, read_columns: list[str], inputs,
     return Outcome(mode, p.reasons, table.num_rows, written, replaced, version, files_fingerprint(files))
 
 
-def _version_after_part(out: pa.Table, key: str, known: str | None, p: Plan):
+def _earlier_keys(p: Plan, key: str, rows: int) -> list[pa.ChunkedArray] | None:
+    """The keys of each earlier file, when a full recomputation of `rows` rows may hide them all (read while the
+    function computes); a file with the current columns digest holds the declared columns, as the rows written do."""
+    if not p.files or any((f.key or "id") != key or f.extra.get(COLUMNS_KEY) != p.book[COLUMNS_KEY] or f.rows != rows
+                          for f in p.files):
+        return None
+    try:
+        return [overlay_keys([f]) for f in p.files]
+    except (OSError, pa.ArrowException):  # an earlier file went away meanwhile (compaction): read the version
+        return None
+
+
+def _version_after_part(out: pa.Table, key: str, known: str | None, p: Plan, keys_before):
     """(content version once `out` is written as the newest part, keys of the earlier files it must cover) told
     from `out` alone, while the part is written; (None, None) when it cannot be (the version is then read back)."""
     # every earlier file is ours and current (or there is none), so the rows written had no value before: add them
@@ -152,15 +164,8 @@ def _version_after_part(out: pa.Table, key: str, known: str | None, p: Plan):
         return version_of_rows(out, key, known), None
     # a full recomputation written as a part: when it has a value in every cell and a row for every key of the
     # earlier files, newest-non-null-wins shows exactly its rows (O9), whatever those files held
-    if not (p.full and p.files) or any(out.column(c).null_count for c in out.column_names if c != key):
-        return None, None
-    # (a file with the current columns digest holds the declared columns, as `out` does: no other column)
-    if any((f.key or "id") != key or f.extra.get(COLUMNS_KEY) != p.book[COLUMNS_KEY] or f.rows != out.num_rows
-           for f in p.files):
-        return None, None
-    try:
-        earlier = [overlay_keys([f]) for f in p.files]
-    except (OSError, pa.ArrowException):  # an earlier file went away meanwhile (compaction): read the version
+    earlier = keys_before.result() if keys_before is not None else None
+    if earlier is None or any(out.column(c).null_count for c in out.column_names if c != key):
         return None, None
     return version_of_rows(out, key), earlier
 

@@ -5,7 +5,8 @@ import pyarrow as pa
 from dagster import (DataVersion, MaterializeResult, TableColumn, TableColumnDep, TableColumnLineage,
                      TableSchema)
 
-from usr_core import Dataset, PartWritten, canonical_type, load_registry, namespace_contract_hash, parse_type, registry_hash
+from usr_core import Dataset, PartWritten, canonical_type, load_registry, namespace_contract_hash, parse_type
+from usr_core.registry import hash_registry
 
 from .common import dagster_md, overlay_files, part_files, records_key
 
@@ -73,14 +74,15 @@ def namespace_result(ds: Dataset, dataset: str, namespace: str, columns: list[di
                      extra: dict | None = None) -> MaterializeResult:
     """The MaterializeResult of a namespace write: data version = content version of the namespace (what readers
     see), so a run that changes no visible value reports the version it had."""
-    reg = load_registry(ds.root, False) or {}
+    loaded = load_registry(ds.root, False)
+    reg = loaded or {}
     files = overlay_files(ds, namespace)
     meta = {
         **dagster_md(column_schema=column_schema(columns),
                      column_lineage=column_lineage(dataset, columns, key, uses, upstream)),
         "usr/rows_written": written.rows if written is not None else 0,
         "usr/part_count": len(part_files(files)),
-        "usr/registry_hash": registry_hash(ds.root) or "",
+        "usr/registry_hash": hash_registry(loaded) if loaded is not None else "",
         "usr/namespace_contract_hash": (namespace_contract_hash(reg, namespace) if namespace in reg else "") or "",
         **(extra or {}),
     }
