@@ -343,3 +343,21 @@ def test_O8_duplicates_in_different_chunks_name_the_key(chunky):
     with pytest.raises(SchemaError, match="duplicate keys.*GATTACA"):
         chunky.read_table()
     assert part in chunky.chunked
+
+
+@pytest.mark.parametrize("nkeys", [50, 100_000])
+def test_O8_first_duplicate_is_exact(nkeys):
+    """[O8] the repeated-slot check (bool marks for many values, the stamp otherwise) finds a repeat
+    exactly when one exists, and points at a row whose value occurs again; -1 never counts."""
+    from usr_core.overlays.kernel import _first_duplicate
+
+    rng = np.random.default_rng(12)
+    for trial in range(200):
+        n = int(rng.integers(0, 50))
+        pos = rng.choice(np.arange(-1, nkeys), n, replace=bool(trial % 2)).astype(np.int64)
+        valid = pos[pos >= 0]
+        at = _first_duplicate(pos, nkeys, np.empty(nkeys, np.int64))
+        if len(np.unique(valid)) == len(valid):
+            assert at is None
+        else:
+            assert at is not None and pos[at] >= 0 and np.count_nonzero(pos == pos[at]) > 1

@@ -176,9 +176,16 @@ def _raise_duplicate(key_value, where: str):
 
 
 def _first_duplicate(pos: np.ndarray, nkeys: int, stamp: np.ndarray) -> int | None:
-    """Index into `pos` of a repeated non-negative value, or None; `stamp` is scratch of size nkeys."""
+    """Index into `pos` of a repeated non-negative value, or None; `stamp` is scratch of size nkeys.
+    Many values are first marked in a bool array (a quarter of the stamp's memory traffic): as many
+    marks as values means no repeat."""
     rows = np.flatnonzero(pos >= 0)
     vals = pos[rows]
+    if 8 * len(vals) >= nkeys:
+        seen = np.zeros(nkeys, bool)
+        seen[vals] = True
+        if np.count_nonzero(seen) == len(vals):
+            return None
     stamp[vals] = rows
     lost = stamp[vals] != rows
     if lost.any():
