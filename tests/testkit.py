@@ -34,3 +34,18 @@ def tree_digest(path, *, ignore_locks: bool = True) -> str:
             else:
                 h.update(f"F {rel} {hashlib.sha256(p.read_bytes()).hexdigest()}\n".encode())
     return h.hexdigest()
+
+
+def private_tmpfs_works() -> bool:
+    """Can a test mount a small tmpfs in a private mount namespace (`unshare -m`, root on Linux)?"""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    if sys.platform != "linux" or shutil.which("unshare") is None:
+        return False
+    with tempfile.TemporaryDirectory() as d:
+        res = subprocess.run(["unshare", "-m", "sh", "-c", f"mount -t tmpfs -o size=16k tmpfs {d}"],
+                             capture_output=True)
+        return res.returncode == 0

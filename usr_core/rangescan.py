@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from .consistency import consistent, vanished
 from .contract import TOMBSTONE_COLUMNS
-from .errors import SequencesError
+from .errors import SequencesError, environment_failure
 from .joined import Joined, base_column, base_file, base_keys, prefetched
 from .layout import DatasetPaths
 from .overlays.keys import key_prefix
@@ -198,9 +198,19 @@ def scan_ranges(paths: DatasetPaths, plan: ReadPlan, batch_size: int, ranges: in
         return out, table.schema
 
     with tempfile.TemporaryDirectory(prefix="usr-scan-") as folder:
-        files = _spill_keys(pf, plan, key, np.array(cuts, np.uint64), Path(folder))
-        with ThreadPoolExecutor(RANGES_AT_ONCE) as pool:  # two ranges joined at once: both cores busy
-            done = [r for r in pool.map(join_range, files, [0] + cuts, cuts + [None]) if r is not None]
+        try:
+            files = _spill_keys(pf, plan, key, np.array(cuts, np.uint64), Path(folder))
+            with ThreadPoolExecutor(RANGES_AT_ONCE) as pool:  # two ranges joined at once: both cores busy
+                done = [r for r in pool.map(join_range, files, [0] + cuts, cuts + [None]) if r is not None]
+        except OSError as exc:
+            failure = environment_failure(exc, f"A scan over its memory budget cannot spill to {folder}")
+            if failure is None:
+                raise
+            spill = ("The spill of a scan over budget needs about the size of the key columns and the merged "
+                     "overlay columns: point TMPDIR at a larger disk, or")
+            failure.hint = f"{failure.hint} {spill} give the scan a larger memory_budget."
+            failure.cli_hint = f"{failure.hint.split(' The spill')[0]} {spill} set USR_MEMORY_BUDGET higher."
+            raise failure from exc
         merged = [p for p, _ in done]
         schema = done[0][1] if done else None
         cursors = [_Cursor(p) for p in merged]

@@ -6,12 +6,12 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from testkit import private_tmpfs_works
 
 from conftest import USR, make_dataset
 
@@ -122,16 +122,7 @@ def test_R12_namespace_show_labels_name(usr, demo):
     assert usr.json("namespace", "show", "mock", "--format", "json")["name"] == "mock"
 
 
-def _private_tmpfs_works() -> bool:
-    if sys.platform != "linux" or shutil.which("unshare") is None:
-        return False
-    with tempfile.TemporaryDirectory() as d:
-        res = subprocess.run(["unshare", "-m", "sh", "-c", f"mount -t tmpfs -o size=16k tmpfs {d}"],
-                             capture_output=True)
-        return res.returncode == 0
-
-
-@pytest.mark.skipif(not _private_tmpfs_works(), reason="needs unshare -m and tmpfs mounts (root on Linux)")
+@pytest.mark.skipif(not private_tmpfs_works(), reason="needs unshare -m and tmpfs mounts (root on Linux)")
 def test_C5_disk_full_exits_5(root, tmp_path):
     """[C5] ENOSPC (export onto a 16 KiB tmpfs, mounted in a private mount namespace) -> exit 5 with a hint."""
     make_dataset(root, "big", ["".join("ACGT"[(i >> (2 * k)) & 3] for k in range(12)) for i in range(2000)],

@@ -2,7 +2,10 @@
 same merged view (O9, O10, T3) in the same base order; within budget it joins once."""
 from __future__ import annotations
 
+import json
 import logging
+import subprocess
+import sys
 import tempfile
 import threading
 
@@ -12,6 +15,7 @@ import pytest
 
 from usr_core import budget, rangescan
 from usr_core.errors import SchemaError
+from testkit import private_tmpfs_works
 
 NS = {"mock": "mock__score:float64,mock__label:string", "emb": "emb__v:list<float32>",
       "seqk": "seqk__v:int64"}
@@ -145,3 +149,40 @@ def test_O12_closing_a_ranged_scan_removes_its_spill_files(ds, monkeypatch, tmp_
     assert any(spill.iterdir())
     small.close()
     assert not any(spill.iterdir())
+
+
+_FULL_TMP = """
+import json, os, sys
+from pathlib import Path
+from usr_core import Dataset, budget
+from usr_core.errors import EnvironmentFailure
+budget.MIN_BUDGET = 1
+ds = Dataset(Path(sys.argv[1]), sys.argv[2])
+s = ds.scan(memory_budget=ds.scan().join_bytes)
+try:
+    list(s)
+    out = {"raised": None}
+except EnvironmentFailure as exc:
+    out = {"raised": "EnvironmentFailure", "errno": exc.errno, "message": str(exc), "hint": exc.hint}
+out["ranges"], out["left"] = s.ranges, os.listdir(os.environ["TMPDIR"])
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(not private_tmpfs_works(), reason="needs unshare -m and tmpfs mounts (root on Linux)")
+def test_O12_ranged_scan_on_a_full_temp_folder_names_the_fix(ds, tmp_path):
+    """[O12] a scan over budget whose temp folder is full (a real 16 KiB tmpfs in a private mount namespace):
+    EnvironmentFailure (ENOSPC) naming TMPDIR and memory_budget, and no spill file left behind."""
+    import errno
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    script = f'mount -t tmpfs -o size=16k tmpfs "{tmp}" && TMPDIR="{tmp}" exec "{sys.executable}" -c "$0" "$1" "$2"'
+    res = subprocess.run(["unshare", "-m", "sh", "-c", script, _FULL_TMP, str(ds.paths.root), ds.paths.name],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["ranges"] >= 2 and out["raised"] == "EnvironmentFailure" and out["errno"] == errno.ENOSPC, out
+    assert "No space left on device" in out["message"] and "TMPDIR" in out["hint"] and "memory_budget" in out["hint"]
+    assert out["left"] == []
+
