@@ -9,7 +9,8 @@ Where pyarrow compares string_view arrays, the bytes are compared where they lie
 them cost more than the comparison).
 
 The hash reads five words of each key (its first and last 8 bytes and three spread between them) plus
-its length: a few vectorised numpy passes whatever the key length.  Keys that agree on those words
+its length: a few vectorised numpy passes whatever the key length (one gather of all five words, their
+sum weighted by odd multipliers, Murmur3's finaliser).  Keys that agree on those words
 but differ elsewhere (e.g. a library of point mutants) share a hash; when the probe keys collide like
 that, the index hashes every word of every key instead (slower, still linear).
 """
@@ -31,7 +32,9 @@ SAMPLE_SHIFT = 2
 SAMPLES = (1 << SAMPLE_SHIFT) + 1  # words hashed per key by the sampled hash: first, last, 3 between
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 _MULT, _SHR = np.uint64(0xD6E8FEB86659FD93), np.uint64(29)  # h = (h ^ h >> 29) * _MULT + word, word by word
-_FMIX1, _FMIX2 = np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53)
+_FMIX1, _FMIX2, _S33 = np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53), np.uint64(33)
+_SAMPLE_MULT = (np.arange(1, SAMPLES + 1, dtype=np.uint64) * _MULT | np.uint64(1))[:, None]  # odd, one per word
+_SAMPLE_AT = np.arange(SAMPLES - 1, dtype=np.int64)[:, None]  # a sampled word's place: first + k * step
 _LOW_BYTES = np.array([(1 << (8 * i)) - 1 for i in range(8)] + [(1 << 64) - 1], np.uint64)
 
 
@@ -53,11 +56,11 @@ def _strings(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def _fmix(h: np.ndarray) -> np.ndarray:
     """Murmur3's finaliser: every bit of h reaches the high bits (the index sorts and buckets on them)."""
-    h ^= h >> np.uint64(33)
+    h ^= h >> _S33
     h *= _FMIX1
-    h ^= h >> np.uint64(33)
+    h ^= h >> _S33
     h *= _FMIX2
-    h ^= h >> np.uint64(33)
+    h ^= h >> _S33
     return h
 
 
@@ -80,15 +83,17 @@ def _hash_block(starts: np.ndarray, lengths: np.ndarray, view: np.ndarray, full:
             more = (h ^ (h >> _SHR)) * _MULT + w
             np.copyto(h, more, where=8 * k < np.maximum(lengths, 1))  # past a key's last word: unchanged
         return _fmix(h)
-    step = tail >> SAMPLE_SHIFT
-    for k in range(SAMPLES):  # first word, SAMPLES - 2 spread evenly, last word
-        w = view[first if k < SAMPLES - 1 else last]
-        if small is not None:
-            w[short] = small
-        h ^= h >> _SHR  # a multiply only carries upwards: fold the high bits back down first
-        h *= _MULT
-        h += w
-        first += step
+    # the sampled words in one gather (a few numpy calls per block: two threads hash without waiting
+    # on each other for the GIL), combined as sum(word_k * odd_k); _fmix spreads the sum's bits
+    at = np.empty((SAMPLES, len(starts)), np.int64)
+    np.multiply(_SAMPLE_AT, tail >> SAMPLE_SHIFT, out=at[:-1])
+    at[:-1] += first
+    at[-1] = last
+    w = view[at]
+    if small is not None:
+        w[:, short] = small
+    w *= _SAMPLE_MULT
+    h += w.sum(axis=0, dtype=np.uint64)
     return _fmix(h)
 
 
