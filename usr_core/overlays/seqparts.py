@@ -8,6 +8,7 @@ the other waits.  Keys that match no probe row are kept for the caller's O8 chec
 """
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -45,10 +46,14 @@ class MatchedPart:
 def read_matched(part: Part, key: str, columns: list[str], index: VarKeyIndex) -> MatchedPart:
     """The part's `columns` (those it has) and each row's probe row in `index`, chunk by chunk."""
     wanted = [key] + [c for c in columns if part.schema.get_field_index(c) >= 0]
+    files = pq.ParquetFile(part.path, pre_buffer=False), pq.ParquetFile(part.path, pre_buffer=False)
+    mine = threading.local()  # a worker's own file (one ParquetFile is not read by two threads at once)
+    spare = list(files)
 
     def chunk(groups: list[int]) -> tuple[pa.Table, np.ndarray, list[pa.Array], int]:
-        with pq.ParquetFile(part.path, pre_buffer=False) as pf:
-            t = pf.read_row_groups(groups, columns=wanted)
+        if not hasattr(mine, "file"):
+            mine.file = spare.pop()
+        t = mine.file.read_row_groups(groups, columns=wanted)
         keys = normalize_keys(t[key], key, combine=False)
         pos = index.positions(keys)
         miss = pos < 0
@@ -56,14 +61,17 @@ def read_matched(part: Part, key: str, columns: list[str], index: VarKeyIndex) -
         chunks = [] if missed is None else missed.chunks if isinstance(missed, pa.ChunkedArray) else [missed]
         return t.drop_columns([key]), pos, chunks, t.nbytes
 
-    with pq.ParquetFile(part.path) as pf:
-        groups = row_group_chunks(pf.metadata)
-        schema = pf.schema_arrow
-    if len(groups) < 2:
-        done = [chunk(g) for g in groups]
-    else:
-        with ThreadPoolExecutor(2) as pool:
-            done = list(pool.map(chunk, groups))
+    try:
+        groups = row_group_chunks(files[0].metadata)
+        schema = files[0].schema_arrow
+        if len(groups) < 2:
+            done = [chunk(g) for g in groups]
+        else:
+            with ThreadPoolExecutor(2) as pool:
+                done = list(pool.map(chunk, groups))
+    finally:
+        for f in files:
+            f.close()
     data = pa.concat_tables([d[0] for d in done]) if done else \
         pa.schema([schema.field(c) for c in wanted[1:]]).empty_table()
     pos = np.concatenate([d[1] for d in done]) if done else np.empty(0, np.int64)
