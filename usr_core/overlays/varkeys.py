@@ -217,7 +217,7 @@ class VarKeyIndex:
         h = string_hashes(probe, full, bits)
         valid = _valid(probe)
         rows = np.flatnonzero(valid) if not valid.all() else None
-        order = np.argsort(h if rows is None else h[rows], kind="stable")
+        order = np.argsort(h if rows is None else h[rows])  # equal hashes in any order: each is verified
         self.rows = order if rows is None else rows[order]
         self._padded = np.empty(len(self.rows) + 1, np.uint64)  # a read at an empty last bucket's start
         np.take(h, self.rows, out=self._padded[:-1])
