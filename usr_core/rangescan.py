@@ -81,9 +81,8 @@ def _spill_keys(pf: pq.ParquetFile, plan: ReadPlan, key: str, cuts: np.ndarray, 
             rid = np.searchsorted(cuts, key_prefix(base_keys(plan, batch, key)), side="right")
             counts = np.bincount(rid, minlength=len(files))
             order = np.argsort(rid.astype(np.uint16) if len(files) <= 1 << 16 else rid, kind="stable")
-            grouped = batch.take(pa.array(order))
-            rows = pa.array(order + start)
-            grouped = pa.RecordBatch.from_arrays(list(grouped.columns) + [rows], grouped.schema.names + [ROW])
+            grouped = pa.RecordBatch.from_arrays([take_rows(c, order) for c in batch.columns] + [pa.array(order + start)],
+                                                 batch.schema.names + [ROW])
             at = 0
             for r in np.flatnonzero(counts):
                 if r not in writers:

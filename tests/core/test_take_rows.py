@@ -42,3 +42,19 @@ def test_O9_take_rows_falls_back_to_arrow_for_other_shapes(arr):
     nulls = np.array([False, True, False, False])
     assert take_rows(arr, idx).equals(arr.take(pa.array(idx)))
     assert take_rows(arr, idx, nulls).equals(arr.take(pa.array(idx, mask=nulls)))
+
+
+@pytest.mark.parametrize("arr", [
+    pa.array([f"{i:040x}" for i in range(50)]),  # ids: equal-length strings, gathered by numpy
+    pa.array([f"{i:040x}" for i in range(50)]).slice(9, 20),
+    pa.array(["a", "bb", "a"] * 10),  # unequal lengths
+    pa.array(["ab", None, "cd"] * 10),  # a NULL string
+])
+def test_O9_take_rows_of_strings_equals_arrow_take(arr):
+    rng = np.random.default_rng(4)
+    idx = rng.integers(0, len(arr), 33)
+    nulls = rng.random(33) < 0.3
+    got = take_rows(arr, idx)
+    assert got.equals(arr.take(pa.array(idx))) and got.validate(full=True) is None
+    assert take_rows(arr, idx, nulls).equals(arr.take(pa.array(idx, mask=nulls)))
+
