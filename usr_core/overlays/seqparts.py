@@ -21,6 +21,7 @@ from .keys import normalize_keys
 from .varkeys import VarKeyIndex
 
 CHUNK_ROWS = 1 << 16  # rows of one chunk of row groups (a chunk ends at the row group that reaches it)
+WORKERS = 2  # chunk threads (one file each)
 
 
 def row_group_chunks(md: pq.FileMetaData, rows: int = CHUNK_ROWS) -> list[list[int]]:
@@ -46,7 +47,7 @@ class MatchedPart:
 def read_matched(part: Part, key: str, columns: list[str], index: VarKeyIndex) -> MatchedPart:
     """The part's `columns` (those it has) and each row's probe row in `index`, chunk by chunk."""
     wanted = [key] + [c for c in columns if part.schema.get_field_index(c) >= 0]
-    files = pq.ParquetFile(part.path, pre_buffer=False), pq.ParquetFile(part.path, pre_buffer=False)
+    files = [pq.ParquetFile(part.path, pre_buffer=False) for _ in range(WORKERS)]
     mine = threading.local()  # a worker's own file (one ParquetFile is not read by two threads at once)
     spare = list(files)
 
@@ -67,7 +68,7 @@ def read_matched(part: Part, key: str, columns: list[str], index: VarKeyIndex) -
         if len(groups) < 2:
             done = [chunk(g) for g in groups]
         else:
-            with ThreadPoolExecutor(2) as pool:
+            with ThreadPoolExecutor(WORKERS) as pool:
                 done = list(pool.map(chunk, groups))
     finally:
         for f in files:
