@@ -108,3 +108,30 @@ def prefetched(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         while (batch := pending.result()) is not None:
             pending = pool.submit(next, batches, None)
             yield batch
+
+
+_ROW_GROUP_CAP = 64 << 20  # largest row group (columns read, uncompressed) decoded two at a time
+
+
+def ordered_batches(paths: DatasetPaths, pf: pq.ParquetFile, columns: list[str], batch_size: int
+                    ) -> Iterator[pa.RecordBatch]:
+    """The base batches of `pf` in order, two row groups decoded at once on two threads (one file handle
+    each: a column's row group decodes on one core).  Falls back to one streamed pass when a row group
+    is large or the second handle does not see the same file."""
+    md = pf.metadata
+    names = set(columns)
+    sizes = [sum(md.row_group(i).column(j).total_uncompressed_size for j in range(md.num_columns)
+                 if md.row_group(i).column(j).path_in_schema.split(".")[0] in names) for i in range(md.num_row_groups)]
+    other = base_file(paths) if md.num_row_groups > 1 and max(sizes) <= _ROW_GROUP_CAP else None
+    if other is None or not other.metadata.equals(md):  # the base was replaced between the two opens
+        yield from prefetched(pf.iter_batches(batch_size=batch_size, columns=columns))
+        return
+    handles = [pf, other]
+    with ThreadPoolExecutor(2) as pool:
+        pending = [pool.submit(handles[i % 2].read_row_group, i, columns=columns) for i in range(2)]
+        for i in range(md.num_row_groups):
+            table = pending[i % 2].result()
+            if i + 2 < md.num_row_groups:  # handle i % 2 is free again
+                pending[i % 2] = pool.submit(handles[i % 2].read_row_group, i + 2, columns=columns)
+            yield from table.to_batches(max_chunksize=batch_size)
+

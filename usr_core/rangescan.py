@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from .consistency import consistent, vanished
 from .contract import TOMBSTONE_COLUMNS
 from .errors import SequencesError, environment_failure
-from .joined import Joined, base_column, base_file, base_keys, prefetched
+from .joined import Joined, base_column, base_file, base_keys, ordered_batches, prefetched
 from .layout import DatasetPaths
 from .overlays.keys import key_prefix
 from .overlays.winners import take_rows
@@ -215,7 +215,7 @@ def scan_ranges(paths: DatasetPaths, plan: ReadPlan, batch_size: int, ranges: in
         cursors = [_Cursor(p) for p in merged]
         try:
             start = 0
-            for batch in prefetched(pf.iter_batches(batch_size=batch_size, columns=plan.base_read)):
+            for batch in ordered_batches(paths, pf, plan.base_read, batch_size):
                 n = batch.num_rows
                 if not n:
                     continue

@@ -91,3 +91,24 @@ def test_O12_read_ahead_is_what_the_budget_leaves_beside_the_join(ds):
     assert roomy.estimated_bytes - peak_bytes(roomy.join_bytes, 0) == read._READ_AHEAD_BYTES
     for s in (fits, tight, roomy):
         s.close()
+
+
+@pytest.mark.parametrize("row_groups,batch_size", [(1, 64), (9, 7), (9, 1000)])
+def test_O12_base_batches_decoded_two_row_groups_at_once_keep_order(tmp_path, row_groups, batch_size):
+    """[O12] joined.ordered_batches: row groups decoded on two threads come back in base order, whole,
+    within batch_size, for one row group (streamed) or many (two at a time)."""
+    import pyarrow.parquet as pq
+
+    from usr_core.joined import base_file, ordered_batches
+    from usr_core.layout import DatasetPaths
+
+    paths = DatasetPaths(tmp_path, "d")
+    paths.dir.mkdir()
+    n = 450
+    table = pa.table({"id": [f"{i:040x}" for i in range(n)], "length": pa.array(range(n), pa.int32())})
+    pq.write_table(table, paths.records, row_group_size=-(-n // row_groups))
+    pf = base_file(paths)
+    assert pf.metadata.num_row_groups == row_groups
+    batches = list(ordered_batches(paths, pf, ["id", "length"], batch_size))
+    assert all(b.num_rows <= batch_size for b in batches)
+    assert pa.Table.from_batches(batches).equals(table)
