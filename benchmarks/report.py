@@ -157,15 +157,17 @@ def _mb(v) -> str:
 def scale_markdown(doc: dict) -> str:
     """The scale section: the memory model and one table of `benchmarks.scale` results."""
     budget = doc["budget_bytes"]
+    load = [", ".join(f"{float(x):.1f}" for x in doc.get(k) or []) for k in ("loadavg_start", "loadavg_end")]
+    parent = max([row["ours"].get("rss_before_mb", 0) for scen in doc["runs"].values() for row in scen.values()] + [0])
     lines = [SCALE_BEGIN, "## Reads at scale and the memory budget (issue 15)", "", MEMORY_MODEL, "",
              f"Measured by `python -m benchmarks.run --scale --workdir DIR` on {doc['date']} (budget "
-             f"{budget / 2**30:.2f} GiB; load average {doc.get('loadavg_start')} -> {doc.get('loadavg_end')}; "
+             f"{budget / 2**30:.2f} GiB; load average {load[0]} -> {load[1]}; "
              "the machine is shared: compare ratios within the run). Data: N random DNA records with 3 "
              "overlapping parts (each 60% of the ids) of two float64 columns; the list dataset has one "
              "`list<float32>` of 256 values per row. Every figure is one fresh forked process streaming "
              "the whole result (our `scan()` batches, DuckDB's `to_arrow_reader`); DuckDB runs the "
              "hand-written merge of `benchmarks/baselines.py`, unlimited and with `memory_limit` = our "
-             "budget. Peak RSS includes ~35 MB of the forked parent.", "",
+             f"budget. Peak RSS includes ~{parent} MB of the forked parent.", "",
              "| data | read | ours s | ours peak MB | ours B/row | ours order, joins | DuckDB s / MB | DuckDB limited "
              "s / MB | ours / DuckDB | ours / DuckDB limited | read MB ours / DuckDB |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]

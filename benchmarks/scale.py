@@ -194,7 +194,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     budget = memory_budget(a.budget)
     results = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "budget_bytes": budget,
-               "loadavg_start": list(np.round(np.array(__import__("os").getloadavg()), 2)), "runs": {}}
+               "loadavg_start": [round(x, 2) for x in __import__("os").getloadavg()], "runs": {}}
     for n in [int(x.replace("_", "")) for x in a.n.split(",") if x]:
         t0 = time.perf_counter()
         ds_dir = measure_build(build_floats, a.workdir, n)
@@ -207,7 +207,7 @@ def main(argv=None) -> int:
         print(f"lists N={a.list_n:,}: data ready in {time.perf_counter() - t0:.0f}s", flush=True)
         results["runs"][f"lists_{a.list_n}"] = scenarios(ds_dir, LIST_NS, [("list", ["id", f"{LIST_NS}__v"])],
                                                          budget, a.list_n)
-    results["loadavg_end"] = list(np.round(np.array(__import__("os").getloadavg()), 2))
+    results["loadavg_end"] = [round(x, 2) for x in __import__("os").getloadavg()]
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {a.out}")
