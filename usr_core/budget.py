@@ -61,16 +61,16 @@ def memory_budget(value=None) -> int:
     return parse_budget(env) if env else DEFAULT_BUDGET
 
 
+def row_group_bytes(md, names: set[str]) -> list[int]:
+    """Per row group, the uncompressed bytes of the named columns in a parquet footer (close to their
+    Arrow size)."""
+    return [sum(rg.column(j).total_uncompressed_size for j in range(rg.num_columns)
+                if rg.column(j).path_in_schema.split(".")[0] in names)
+            for rg in (md.row_group(i) for i in range(md.num_row_groups))]
+
+
 def _column_bytes(md, names: set[str]) -> int:
-    """Uncompressed bytes of the named columns in a parquet footer (close to their Arrow size)."""
-    total = 0
-    for i in range(md.num_row_groups):
-        rg = md.row_group(i)
-        for j in range(rg.num_columns):
-            col = rg.column(j)
-            if col.path_in_schema.split(".")[0] in names:
-                total += col.total_uncompressed_size
-    return total
+    return sum(row_group_bytes(md, names))
 
 
 def _key_column(key: str) -> str:

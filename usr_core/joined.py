@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from .budget import row_group_bytes
 from .contract import TOMBSTONE_COLUMNS
 from .layout import DatasetPaths
 from .overlays.kernel import ProbeKeys, joined_columns
@@ -16,7 +17,7 @@ from .overlays.keys import normalize_keys
 from .readplan import ReadPlan
 
 
-def base_keys(plan: ReadPlan, table_or_batch, key: str):
+def base_keys(table_or_batch, key: str):
     return normalize_keys(table_or_batch.column(base_column(key)), key, combine=key == "id")
 
 
@@ -38,12 +39,12 @@ class Joined:
         def probe(key: str) -> tuple:
             if key not in probes:
                 if key_range is not None and key == key_range[0]:
-                    probes[key] = ProbeKeys(base_keys(plan, table(), key)), None, key_range[1]
+                    probes[key] = ProbeKeys(base_keys(table(), key)), None, key_range[1]
                 elif keys_filter:
-                    keys = base_keys(plan, table(), key)
+                    keys = base_keys(table(), key)
                     probes[key] = ProbeKeys(keys), pc.unique(keys.drop_null()), None
                 else:
-                    probes[key] = ProbeKeys(lambda: base_keys(plan, table(), key)), None, None
+                    probes[key] = ProbeKeys(lambda: base_keys(table(), key)), None, None
             return probes[key]
 
         for src, cols in plan.overlays:
@@ -119,10 +120,8 @@ def ordered_batches(paths: DatasetPaths, pf: pq.ParquetFile, columns: list[str],
     each: a column's row group decodes on one core).  Falls back to one streamed pass when a row group
     is large or the second handle does not see the same file."""
     md = pf.metadata
-    names = set(columns)
-    sizes = [sum(md.row_group(i).column(j).total_uncompressed_size for j in range(md.num_columns)
-                 if md.row_group(i).column(j).path_in_schema.split(".")[0] in names) for i in range(md.num_row_groups)]
-    other = base_file(paths) if md.num_row_groups > 1 and max(sizes) <= _ROW_GROUP_CAP else None
+    other = base_file(paths) if md.num_row_groups > 1 and max(row_group_bytes(md, set(columns))) <= _ROW_GROUP_CAP \
+        else None
     if other is None or not other.metadata.equals(md):  # the base was replaced between the two opens
         yield from prefetched(pf.iter_batches(batch_size=batch_size, columns=columns))
         return

@@ -58,7 +58,7 @@ def range_cuts(pf: pq.ParquetFile, plan: ReadPlan, key: str, ranges: int) -> lis
     for i in range(0, md.num_row_groups, step):
         batch = next(pf.iter_batches(batch_size=1 << 16, row_groups=[i], columns=[base_column(key)]), None)
         if batch is not None:
-            sample.append(key_prefix(base_keys(plan, batch, key)))
+            sample.append(key_prefix(base_keys(batch, key)))
     prefixes = np.sort(np.concatenate(sample))
     if not len(prefixes):
         return []
@@ -78,7 +78,7 @@ def _spill_keys(pf: pq.ParquetFile, plan: ReadPlan, key: str, cuts: np.ndarray, 
     start = 0
     try:
         for batch in prefetched(pf.iter_batches(batch_size=1 << 16, columns=_key_columns(plan))):
-            rid = np.searchsorted(cuts, key_prefix(base_keys(plan, batch, key)), side="right")
+            rid = np.searchsorted(cuts, key_prefix(base_keys(batch, key)), side="right")
             counts = np.bincount(rid, minlength=len(files))
             order = np.argsort(rid.astype(np.uint16) if len(files) <= 1 << 16 else rid, kind="stable")
             grouped = pa.RecordBatch.from_arrays([take_rows(c, order) for c in batch.columns] + [pa.array(order + start)],
@@ -159,8 +159,7 @@ def _aligned(plan: ReadPlan, pieces: list[pa.RecordBatch], schema: pa.Schema, st
     if len(rows) != n or (len(rows) and (rows[order[0]] != start or rows[order[-1]] != start + n - 1)):
         raise SequencesError(f"Internal error: a ranged scan gathered {len(rows)} merged rows for base rows "
                        f"{start}..{start + n - 1}.", hint="Report this; read with a larger memory_budget meanwhile.")
-    cols = {name: take_rows(table.column(name).chunk(0) if table.column(name).num_chunks == 1
-                            else table.column(name).combine_chunks(), order) for name in table.column_names}
+    cols = {name: take_rows(table.column(name).chunk(0), order) for name in table.column_names}  # one chunk each
     views = [({c: cols[c] for c in names}, names) for _, names in plan.overlays]
     tomb = {c: cols[c] for c in TOMBSTONE_COLUMNS} if plan.tombstones is not None else None
     return Joined.aligned(plan, views, tomb)
@@ -205,10 +204,10 @@ def scan_ranges(paths: DatasetPaths, plan: ReadPlan, batch_size: int, ranges: in
             failure = environment_failure(exc, f"A scan over its memory budget cannot spill to {folder}")
             if failure is None:
                 raise
-            spill = ("The spill of a scan over budget needs about the size of the key columns and the merged "
-                     "overlay columns: point TMPDIR at a larger disk, or")
-            failure.hint = f"{failure.hint} {spill} give the scan a larger memory_budget."
-            failure.cli_hint = f"{failure.hint.split(' The spill')[0]} {spill} set USR_MEMORY_BUDGET higher."
+            spill = (f"{failure.hint} The spill of a scan over budget needs about the size of the key columns "
+                     "and the merged overlay columns: point TMPDIR at a larger disk, or")
+            failure.hint = f"{spill} give the scan a larger memory_budget."
+            failure.cli_hint = f"{spill} set USR_MEMORY_BUDGET higher."
             raise failure from exc
         merged = [p for p, _ in done]
         schema = done[0][1] if done else None

@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..budget import row_group_bytes
 from .checks import check_created_at, require_key, unify_types
 from .discovery import OverlaySource, Part
 from .encoding import META_KEYS_CLUSTERED, stat_prefix
@@ -137,11 +138,7 @@ def view_bytes(src: OverlaySource, columns: list[str]) -> tuple[int, int]:
     for part in src.parts:
         md = pq.read_metadata(part.path)
         rows += md.num_rows
-        total += md.num_rows * _POSITION_BYTES
-        for i in range(md.num_row_groups):
-            rg = md.row_group(i)
-            total += sum(rg.column(j).total_uncompressed_size for j in range(rg.num_columns)
-                         if rg.column(j).path_in_schema.split(".")[0] in names)
+        total += md.num_rows * _POSITION_BYTES + sum(row_group_bytes(md, names))
     return total, rows
 
 

@@ -11,6 +11,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .keys import fixed_words
+
 
 def _primitive(dt: pa.DataType) -> bool:
     return (pa.types.is_integer(dt) or pa.types.is_floating(dt) or pa.types.is_temporal(dt)) \
@@ -42,20 +44,11 @@ def _equal_lists(arr: pa.Array) -> int | None:
     return width
 
 
-def _equal_strings(arr: pa.Array) -> int | None:
-    """The common byte length of `arr`'s strings (e.g. ids) when none is NULL, else None."""
-    if not pa.types.is_string(arr.type) or not len(arr) or arr.null_count:
-        return None
-    offsets = np.frombuffer(arr.buffers()[1], np.int32, len(arr) + 1, arr.offset * 4)
-    width = int(offsets[1] - offsets[0])
-    return width if width > 0 and np.all(np.diff(offsets) == width) else None
-
-
-def _take_strings(arr: pa.Array, width: int, idx: np.ndarray) -> pa.Array:
-    offsets = np.frombuffer(arr.buffers()[1], np.int32, len(arr) + 1, arr.offset * 4)
-    data = np.frombuffer(arr.buffers()[2], np.uint8, len(arr) * width, int(offsets[0])).reshape(-1, width)
-    gathered = np.take(data, idx, axis=0)
+def _take_words(words: np.ndarray, idx: np.ndarray) -> pa.Array:
+    """Equal-width strings given as keys.fixed_words rows, gathered by `idx`."""
+    width = words.shape[1] * 8
     bounds = np.arange(0, (len(idx) + 1) * width, width, dtype=np.int32)
+    gathered = np.take(words, idx, axis=0)
     return pa.Array.from_buffers(pa.string(), len(idx), [None, pa.py_buffer(bounds), pa.py_buffer(gathered)])
 
 
@@ -63,8 +56,9 @@ def take_rows(arr: pa.Array, idx: np.ndarray, nulls: np.ndarray | None = None) -
     """`arr.take(idx)`, rows where `nulls` is True made NULL.  Equal-length lists of fixed-width values
     (embeddings) and equal-length strings (ids) are gathered by one numpy take: Arrow copies lists and
     strings one at a time (a 64k-row list<float32>[256] take: 0.2-0.4 s against 0.03 s)."""
-    if nulls is None and (chars := _equal_strings(arr)) is not None and len(idx) * chars < 2**31:
-        return _take_strings(arr, chars, idx)
+    words = fixed_words(arr, None) if nulls is None and pa.types.is_string(arr.type) else None
+    if words is not None and len(idx) * words.shape[1] * 8 < 2**31:
+        return _take_words(words, idx)
     width = _equal_lists(arr)
     if width is None:
         return arr.take(pa.array(idx, mask=nulls))
