@@ -15,6 +15,7 @@ from .layout import DatasetPaths
 from .overlays.kernel import ProbeKeys, joined_columns
 from .overlays.keys import normalize_keys
 from .readplan import ReadPlan
+from .storage.pool import one_array
 
 
 def base_keys(table_or_batch, key: str):
@@ -83,8 +84,7 @@ class Joined:
                 dt = {"usr__deleted": pa.bool_(), "usr__deleted_at": pa.timestamp("us", tz="UTC")}.get(c, pa.string())
                 arrays.append(pa.nulls(n, dt))
             names.append(c)
-        table = pa.Table.from_arrays([a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in arrays],
-                                     names)
+        table = pa.Table.from_arrays([one_array(a) for a in arrays], names)
         if self.deleted is not None and not plan.include_deleted:
             table = table.filter(pc.invert(self.deleted.slice(start, n)))
         return table

@@ -295,6 +295,21 @@ def chunky(ds, monkeypatch):
     return ds
 
 
+def test_O10_a_small_part_is_split_between_both_chunk_threads(tmp_path, monkeypatch):
+    """[O10] a part under two chunks' rows is cut in WORKERS chunks (both threads decode it); a large
+    one in chunks of about CHUNK_ROWS rows, whole row groups each, every row group once, in order."""
+    from usr_core.overlays import seqparts
+
+    path = tmp_path / "p.parquet"
+    pq.write_table(pa.table({"k": [f"K{i}" for i in range(100)]}), path, row_group_size=10)
+    md = pq.read_metadata(path)
+    small = seqparts.row_group_chunks(md)
+    assert small == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
+    monkeypatch.setattr(seqparts, "CHUNK_ROWS", 30)
+    assert seqparts.row_group_chunks(md) == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]]
+    assert seqparts.row_group_chunks(md, 1000) == [list(range(10))]
+
+
 def _whole_part_read(ds, monkeypatch, cols) -> pa.Table:
     from usr_core.overlays import kernel
 

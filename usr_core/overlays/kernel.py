@@ -28,6 +28,7 @@ from .seqparts import read_matched
 from .slots import array_chunks, sorted_slots
 from .varkeys import VarKeyIndex
 from .winners import Winners
+from ..storage.pool import one_array
 
 
 PrefixRange = tuple  # (lo, hi): key prefixes (overlays.keys.key_prefix) lo <= p < hi; hi None: no end
@@ -144,17 +145,11 @@ class ProbeKeys:
                 if p is not None and not pa.types.is_string(p.type):
                     p = p.cast(pa.string())
                 single = isinstance(p, pa.Array) or (p is not None and p.num_chunks == 1)
-                index = KeyIndex.build(_one_array(p)) if single and len(p) else None
+                index = KeyIndex.build(one_array(p)) if single and len(p) else None
                 if index is None and p is not None and len(p):
                     index = VarKeyIndex.build(p)  # keys of any width (sequences), NULLs left out
                 self._state.update(probe=p, index=index, fast=index is not None and not index.duplicates())
         return self._state
-
-
-def _one_array(values):
-    if isinstance(values, pa.ChunkedArray):
-        return values.combine_chunks() if values.num_chunks != 1 else values.chunk(0)
-    return values
 
 
 def _fast_positions(index: KeyIndex, keys: pa.Array) -> tuple[np.ndarray | None, bool]:
@@ -194,7 +189,7 @@ def _first_duplicate(pos: np.ndarray, nkeys: int, stamp: np.ndarray) -> int | No
 
 
 def _loaded(part: Part, t: pa.Table, columns: list[str], types: dict, read_bytes: int) -> LoadedPart:
-    cols = {c: t[c].combine_chunks() if c in t.column_names else pa.nulls(t.num_rows, types[c]) for c in columns}
+    cols = {c: one_array(t[c]) if c in t.column_names else pa.nulls(t.num_rows, types[c]) for c in columns}
     return LoadedPart(str(part.path), t.num_rows, cols, read_bytes=read_bytes)
 
 

@@ -20,12 +20,15 @@ from .discovery import Part
 from .keys import normalize_keys
 from .varkeys import VarKeyIndex
 
-CHUNK_ROWS = 1 << 16  # rows of one chunk of row groups (a chunk ends at the row group that reaches it)
+CHUNK_ROWS = 1 << 16  # most rows of one chunk of row groups (a chunk ends at the row group that reaches it)
 WORKERS = 2  # chunk threads (one file each)
 
 
-def row_group_chunks(md: pq.FileMetaData, rows: int = CHUNK_ROWS) -> list[list[int]]:
-    """Consecutive row groups, about `rows` rows a chunk."""
+def row_group_chunks(md: pq.FileMetaData, rows: int | None = None) -> list[list[int]]:
+    """Consecutive row groups, about `rows` rows a chunk (default: CHUNK_ROWS, or a WORKERS-th of a
+    smaller part, so that both threads get a share of it)."""
+    if rows is None:
+        rows = max(1, min(CHUNK_ROWS, -(-md.num_rows // WORKERS)))
     chunks, current, n = [], [], 0
     for i in range(md.num_row_groups):
         current.append(i)

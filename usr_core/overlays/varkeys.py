@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..storage.pool import pool_array
+from ..storage.pool import one_array, pool_array
 
 _BLOCK = 1 << 12  # keys hashed at once (their bytes stay in cache over the passes)
 _VERIFY_BLOCK = 1 << 14  # keys whose bytes are compared at once (a copy of their probe keys)
@@ -129,17 +129,11 @@ def _valid(keys) -> np.ndarray:
     return pc.is_valid(keys).to_numpy(zero_copy_only=False)
 
 
-def _one(values):
-    if isinstance(values, pa.ChunkedArray):
-        return values.combine_chunks() if values.num_chunks != 1 else values.chunk(0)
-    return values
-
-
 def _rows(a, rows: np.ndarray) -> pa.Array:
     """a[rows] as one array, `rows` ascending: a take from the (combined) span they cover (a take across
     many chunks costs far more)."""
     lo, hi = int(rows[0]), int(rows[-1]) + 1
-    span = _one(a.slice(lo, hi - lo))
+    span = one_array(a.slice(lo, hi - lo))
     return span if len(rows) == hi - lo else span.take(pa.array(rows - lo))
 
 
@@ -151,7 +145,7 @@ def _same(a, a_rows: np.ndarray | None, b, b_rows: np.ndarray) -> np.ndarray:
     out = np.empty(len(b_rows), bool)
     for i in range(0, len(b_rows), _VERIFY_BLOCK):
         rows = b_rows[i:i + _VERIFY_BLOCK]
-        left = _one(a.slice(i, len(rows))) if a_rows is None else _rows(a, a_rows[i:i + _VERIFY_BLOCK])
+        left = one_array(a.slice(i, len(rows))) if a_rows is None else _rows(a, a_rows[i:i + _VERIFY_BLOCK])
         if len(chunks) == 1:
             out[i:i + len(rows)] = _equal(left, chunks[0].take(pa.array(rows)))
             continue

@@ -27,3 +27,11 @@ def pool_arange(n: int, dtype=np.int64, step: int = 1) -> np.ndarray:
         np.add(starts[:, None], np.arange(k, dtype=out.dtype) * out.dtype.type(step), out=out[:full].reshape(-1, k))
     out[full:] = np.arange(full, n, dtype=out.dtype) * out.dtype.type(step)
     return out
+
+
+def one_array(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """`values` as one Array: a ChunkedArray's only chunk as it is (ChunkedArray.combine_chunks copies
+    even a single chunk: 200 MB of sequences cost ~90 ms), several chunks concatenated."""
+    if isinstance(values, pa.ChunkedArray):
+        return values.chunk(0) if values.num_chunks == 1 else values.combine_chunks()
+    return values
