@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from .budget import estimate_join_bytes, memory_budget as resolve_budget, peak_bytes, range_count
 from .consistency import consistent
-from .joined import Joined, base_file
+from .joined import Joined, base_file, read_halves
 from .layout import DatasetPaths
 from .overlays.kernel import namespace_view
 from .overlays.keys import normalize_keys
@@ -114,7 +114,7 @@ def _scan_whole(paths: DatasetPaths, plan: ReadPlan, replan: Callable[[], ReadPl
         rest = [c for c in plan.base_read if c not in key_cols]
         batches = iter(())
         with ThreadPoolExecutor(1) as pool:
-            keys = pool.submit(pf.read, columns=key_cols)
+            keys = pool.submit(read_halves, paths, pf, key_cols)
             if rest:
                 batches = base_file(paths).iter_batches(batch_size=batch_size, columns=rest)
                 ahead = pool.submit(_read_ahead, batches, ahead_bytes)

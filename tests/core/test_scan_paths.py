@@ -112,3 +112,28 @@ def test_O12_base_batches_decoded_two_row_groups_at_once_keep_order(tmp_path, ro
     batches = list(ordered_batches(paths, pf, ["id", "length"], batch_size))
     assert all(b.num_rows <= batch_size for b in batches)
     assert pa.Table.from_batches(batches).equals(table)
+
+
+@pytest.mark.parametrize("row_groups", [1, 2, 9])
+def test_O10_base_key_columns_read_in_two_halves_equal_one_read(tmp_path, row_groups):
+    """[O10] joined.read_halves: the base key columns decoded in two halves on two threads are the
+    file's columns in order; a base replaced between the two opens is read once, from the first handle."""
+    import os
+
+    import pyarrow.parquet as pq
+
+    from usr_core.joined import base_file, read_halves
+    from usr_core.layout import DatasetPaths
+
+    paths = DatasetPaths(tmp_path, "d")
+    paths.dir.mkdir()
+    n = 450
+    table = pa.table({"id": [f"{i:040x}" for i in range(n)], "sequence": [f"ACGT{i}" for i in range(n)]})
+    pq.write_table(table, paths.records, row_group_size=-(-n // row_groups))
+    got = read_halves(paths, base_file(paths), ["sequence", "id"])
+    assert got.equals(table.select(["sequence", "id"]))
+    pf = base_file(paths)  # the file this read began with
+    newer = table.slice(0, 100)
+    pq.write_table(newer, str(paths.records) + ".new", row_group_size=10)
+    os.replace(str(paths.records) + ".new", paths.records)
+    assert read_halves(paths, pf, ["id"]).equals(table.select(["id"]))
