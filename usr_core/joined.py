@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 from .budget import row_group_bytes
 from .contract import TOMBSTONE_COLUMNS
 from .layout import DatasetPaths
+from .overlays.checks import keys_not_unique
 from .overlays.kernel import ProbeKeys, joined_columns
 from .overlays.keys import normalize_keys
 from .readplan import ReadPlan
@@ -39,13 +40,17 @@ class Joined:
 
         def probe(key: str) -> tuple:
             if key not in probes:
-                if key_range is not None and key == key_range[0]:
-                    probes[key] = ProbeKeys(base_keys(table(), key)), None, key_range[1]
+                ranged = key_range is not None and key == key_range[0]
+                # every base row (of the key range) is a probe row: repeats break O3 (plan_read, unique_by_join)
+                repeated = (lambda: keys_not_unique(plan.paths, key)) \
+                    if key != "id" and plan.o3_unique_by_join and (ranged or not keys_filter) else None
+                if ranged:
+                    probes[key] = ProbeKeys(base_keys(table(), key), repeated), None, key_range[1]
                 elif keys_filter:
                     keys = base_keys(table(), key)
                     probes[key] = ProbeKeys(keys), pc.unique(keys.drop_null()), None
                 else:
-                    probes[key] = ProbeKeys(lambda: base_keys(table(), key)), None, None
+                    probes[key] = ProbeKeys(lambda: base_keys(table(), key), repeated), None, None
             return probes[key]
 
         for src, cols in plan.overlays:

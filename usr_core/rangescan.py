@@ -30,6 +30,7 @@ from .contract import TOMBSTONE_COLUMNS
 from .errors import SequencesError, environment_failure
 from .joined import Joined, base_column, base_file, base_keys, ordered_batches, prefetched
 from .layout import DatasetPaths
+from .overlays.checks import check_sequence_keys
 from .overlays.keys import key_prefix
 from .overlays.winners import take_rows
 from .readplan import ReadPlan, plan_read
@@ -169,6 +170,9 @@ def scan_ranges(paths: DatasetPaths, plan: ReadPlan, batch_size: int, ranges: in
     """The merged batches in base order, joined `ranges` key ranges at a time (module docstring)."""
     pf = base_file(paths)  # the base as it was when the scan began
     key = range_key(plan)
+    if plan.o3_unique_by_join:  # each range's join checks its own key kind; a key kind it does not cut by
+        for other in {s.key for s, _ in plan.overlays} - {"id", key}:  # may repeat across ranges
+            check_sequence_keys(paths, other, plan.o3_passed)
     cuts = range_cuts(pf, plan, key, ranges)
     state = {"plan": plan}
 
@@ -178,7 +182,7 @@ def scan_ranges(paths: DatasetPaths, plan: ReadPlan, batch_size: int, ranges: in
         except Exception as exc:
             if vanished(exc):  # a compaction or promotion replaced parts: join this range with the new files
                 again = plan_read(paths, plan.out_columns, [s.namespace for s, _ in plan.overlays] or False,
-                                  plan.include_deleted)
+                                  plan.include_deleted, unique_by_join=plan.o3_unique_by_join)
                 if again.out_columns == plan.out_columns:
                     state["plan"] = again
             raise

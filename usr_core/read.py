@@ -83,7 +83,7 @@ def scan(paths: DatasetPaths, *, columns=None, include_overlays=True, include_de
     budget = resolve_budget(memory_budget)
 
     def replan() -> ReadPlan:
-        return plan_read(paths, columns, include_overlays, include_deleted, registry)
+        return plan_read(paths, columns, include_overlays, include_deleted, registry, unique_by_join=True)
 
     def prepare():
         plan = replan()

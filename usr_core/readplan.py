@@ -34,6 +34,7 @@ class ReadPlan:
     tombstones: OverlaySource | None = None
     include_deleted: bool = False
     o3_passed: set = field(default_factory=set)  # O3 results of this read (checks.check_sequence_keys)
+    o3_unique_by_join: bool = False  # base key uniqueness (O3) is checked by the join's key index
 
     @property
     def base_read(self) -> list[str]:
@@ -61,7 +62,9 @@ def _needed_namespaces(columns, include_overlays) -> set[str] | None:
 
 
 def plan_read(paths: DatasetPaths, columns=None, include_overlays=True, include_deleted=False,
-              registry: Registry | None = None) -> ReadPlan:
+              registry: Registry | None = None, unique_by_join: bool = False) -> ReadPlan:
+    """`unique_by_join`: the caller joins every base row (a scan), so the join checks that sequence keys
+    are unique over the base (O3) from the index it builds of them, instead of a read of the ids here."""
     schema = base_schema(paths)
     base_names = list(schema.names)
     sources = discover_overlays(paths, _needed_namespaces(columns, include_overlays))
@@ -99,11 +102,11 @@ def plan_read(paths: DatasetPaths, columns=None, include_overlays=True, include_
         if unknown:
             raise SchemaError(f"Unknown columns requested: {unknown} (O11).",
                               hint=f"Available: {', '.join(available)}.")
-    plan = ReadPlan(paths, base_names, out, include_deleted=include_deleted)
+    plan = ReadPlan(paths, base_names, out, include_deleted=include_deleted, o3_unique_by_join=unique_by_join)
     plan.overlays = [(s, [c for c in cols if c in out]) for s, cols in per_source]
     plan.overlays = [(s, cols) for s, cols in plan.overlays if cols]
     plan.tombstones = tomb if (tomb is not None and (not include_deleted or any(c in out for c in tomb_cols))) else None
     for src, _ in plan.overlays:
         if src.key != "id":
-            check_sequence_keys(paths, src.key, plan.o3_passed)
+            check_sequence_keys(paths, src.key, plan.o3_passed, unique=not unique_by_join)
     return plan

@@ -273,6 +273,53 @@ def test_O3_checked_at_read(make_ds):
     assert ds.read_table(include_overlays=False).num_rows == 2
 
 
+@pytest.mark.parametrize("budget", [None, "ranged"])
+def test_O3_repeated_base_keys_fail_every_read_that_joins_them(make_ds, root, monkeypatch, budget):
+    """[O3] a base key repeated after the overlay was written (ACGT, then acgt under sequence_ci) fails
+    whole scans (found by the join's key index), ranged scans (each range's index; a key kind the ranges
+    do not cut by is checked before), head and get; nothing changes on disk, and reads without the
+    sequence-keyed overlay still work."""
+    from usr_core import budget as budget_mod
+
+    ds = make_ds(seqs=("ACGT", "GGCC", "TTAA", "CCAT"), namespaces={**NS, "seqs": "seqs__w:int64"})
+    ds.write_overlay_part("seqk", pa.table({"sequence_ci": ["acgt", "ggcc"], "seqk__v": [1, 2]}), key="sequence_ci")
+    ds.write_overlay_part("seqs", pa.table({"sequence": ["TTAA"], "seqs__w": [3]}), key="sequence")
+    merged = ds.read_table()
+    assert merged["seqk__v"].to_pylist() == [1, 2, None, None] and merged["seqs__w"].to_pylist() == [None, None, 3, None]
+    ds.import_rows([{"sequence": "acgt"}])
+    before = tree_digest(root)
+    kwargs = {}
+    if budget == "ranged":
+        monkeypatch.setattr(budget_mod, "MIN_BUDGET", 1)
+        kwargs["memory_budget"] = 1
+    for read in (lambda: ds.read_table(**kwargs), lambda: list(ds.scan(columns=["id", "seqk__v"], **kwargs)),
+                 lambda: ds.head(2), lambda: ds.get(compute_id("dna", "GGCC"))):
+        with pytest.raises(SchemaError, match="not unique over the base"):
+            read()
+    assert tree_digest(root) == before
+    assert ds.read_table(include_overlays=False).num_rows == 5
+
+
+@pytest.mark.parametrize("ranged", [False, True])
+def test_O3_a_repeated_sequence_in_a_hostile_base_fails_the_scan(make_ds, monkeypatch, ranged):
+    """[O3] a base written elsewhere with one record twice: the scan's own key index (whole, or the key
+    range's) finds the repeated sequence and names O3."""
+    from usr_core import budget as budget_mod
+
+    ds = make_ds(seqs=("ACGT", "GGCC", "TTAA"), namespaces={**NS, "seqs": "seqs__w:int64"})
+    ds.write_overlay_part("seqs", pa.table({"sequence": ["TTAA"], "seqs__w": [3]}), key="sequence")
+    base = pq.read_table(ds.paths.records)
+    pq.write_table(pa.concat_tables([base, base.slice(2, 1)]), ds.paths.records)
+    kwargs = {}
+    if ranged:
+        monkeypatch.setattr(budget_mod, "MIN_BUDGET", 1)
+        kwargs["memory_budget"] = 1
+    scan = ds.scan(**kwargs)
+    assert (scan.ranges >= 2) == ranged
+    with pytest.raises(SchemaError, match="'sequence' is not unique over the base"):
+        list(scan)
+
+
 # ---------------------------------------------------------------- O6 part writes, L5, M3
 
 def test_O6_L5_part_write_names_metadata_and_return(ds, root):

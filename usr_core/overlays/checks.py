@@ -170,15 +170,22 @@ def _all_distinct(keys: pa.Array) -> bool:
     return not dups if dups is not None else len(pc.unique(keys)) == len(keys)
 
 
-def check_sequence_keys(paths: DatasetPaths, key: str, passed: set | None = None) -> None:
+def keys_not_unique(paths: DatasetPaths, key: str) -> SchemaError:
+    return SchemaError(f"Key {key!r} is not unique over the base of {paths.name!r} (O3).",
+                       hint="Use key 'id', or dedupe the dataset first.")
+
+
+def check_sequence_keys(paths: DatasetPaths, key: str, passed: set | None = None, unique: bool = True) -> None:
     """O3 on the base: one bio_type, dna_4 for sequence_ci, unique normalised keys.
 
     bio_type and alphabet come from row-group statistics when present.  With one bio_type, stored
     sequences (already normalised, S3) are unique exactly when the ids are (S4), so `sequence` keys
-    check the id column; `sequence_ci` folds case and checks the sequences themselves.  `passed`
-    (owned by one read plan) remembers base states that passed, so one read checks a key once."""
+    check the id column; `sequence_ci` folds case and checks the sequences themselves.  unique=False
+    leaves uniqueness to the caller (a scan's join finds repeated base keys in its key index, which it
+    builds anyway: keys_not_unique).  `passed` (owned by one read plan) remembers base states that
+    passed, so one read checks a key once."""
     st = paths.records.stat()
-    memo = (str(paths.records), st.st_ino, st.st_mtime_ns, st.st_size, key)
+    memo = (str(paths.records), st.st_ino, st.st_mtime_ns, st.st_size, key, unique)
     if passed is not None and memo in passed:
         return
     pf = pq.ParquetFile(paths.records)
@@ -190,9 +197,8 @@ def check_sequence_keys(paths: DatasetPaths, key: str, passed: set | None = None
         raise SchemaError("Key sequence_ci needs every record's alphabet to be dna_4 (O3).",
                           hint="Use key 'sequence' or 'id'.")
     column = "sequence" if key == "sequence_ci" else "id"
-    keys = normalize_keys(pf.read(columns=[column])[column], key if column == "sequence" else "id")
-    if not _all_distinct(keys):
-        raise SchemaError(f"Key {key!r} is not unique over the base of {paths.name!r} (O3).",
-                          hint="Use key 'id', or dedupe the dataset first.")
+    if unique and not _all_distinct(normalize_keys(pf.read(columns=[column])[column],
+                                                   key if column == "sequence" else "id")):
+        raise keys_not_unique(paths, key)
     if passed is not None:
         passed.add(memo)

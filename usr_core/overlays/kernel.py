@@ -125,11 +125,12 @@ class ProbeKeys:
     """The (normalised) base keys a read joins overlays onto, and their hash index, built once.
 
     `keys` may be a callable returning them: it is called by the first part that needs them, so parts
-    are read while the base keys are still being read.  One read owns one ProbeKeys per key kind and
+    are read while the base keys are still being read.  `repeated`: when given, repeated probe keys
+    raise the error it returns (O3 for sequence keys).  One read owns one ProbeKeys per key kind and
     passes it to every overlay it joins; nothing outlives that read."""
 
-    def __init__(self, keys):
-        self._keys = keys
+    def __init__(self, keys, repeated=None):
+        self._keys, self._repeated = keys, repeated
         self._lock = threading.Lock()
         self._state: dict = {}
 
@@ -148,7 +149,10 @@ class ProbeKeys:
                 index = KeyIndex.build(one_array(p)) if single and len(p) else None
                 if index is None and p is not None and len(p):
                     index = VarKeyIndex.build(p)  # keys of any width (sequences), NULLs left out
-                self._state.update(probe=p, index=index, fast=index is not None and not index.duplicates())
+                repeats = index is not None and bool(index.duplicates())
+                if repeats and self._repeated is not None:
+                    raise self._repeated()
+                self._state.update(probe=p, index=index, fast=index is not None and not repeats)
         return self._state
 
 
