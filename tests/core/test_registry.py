@@ -809,3 +809,33 @@ def test_R8_fast_canonical_dump_matches_pure_pyyaml():
         assert _safe_dump(payload) == yaml.safe_dump(payload, sort_keys=True)
     long = {"namespaces": {"a": {"description": "ä" + "word " * 40, "owner": None, "columns": []}}}
     assert _safe_dump(long) == yaml.safe_dump(long, sort_keys=True)
+    escaped = {"namespaces": {"a": {"description": "a!F4 P=~zLVtynXnk\rW|I\rh/|@O\r*8oCK]z'u>c*G" * 2,
+                                    "owner": None, "columns": []}}}
+    assert _safe_dump(escaped) == yaml.safe_dump(escaped, sort_keys=True)
+
+
+def test_R8_fast_canonical_dump_matches_pure_pyyaml_for_long_printable_text():
+    """[R8] printable ASCII of any length (folded past 80 columns, quoted, quotes doubled) also takes the
+    libyaml path, e.g. the usr_state description, and writes the same bytes."""
+    import random
+    import string
+
+    from usr_core.registry.registry import _same_in_libyaml, _safe_dump
+
+    rnd = random.Random(11)
+    printable = string.printable[:95]
+
+    def text():
+        n = rnd.randint(50, 300)
+        return rnd.choice(["".join(rnd.choice(printable) for _ in range(n)),
+                           "".join(rnd.choice("' :#-\"a") for _ in range(n)),
+                           " ".join("".join(rnd.choice(string.ascii_letters + "()/-.,'") for _ in range(rnd.randint(1, 12)))
+                                    for _ in range(40))[:n],
+                           rnd.choice(["a " * 100, "' " * 100, "x" * 300, "a  b " * 30])])
+
+    for _ in range(1500):
+        payload = {"namespaces": {f"ns{j}": {"owner": text(), "description": text(),
+                                             "columns": [{"name": f"ns{j}__c{k}", "type": "float64"} for k in range(2)]}
+                                  for j in range(2)}}
+        assert _same_in_libyaml(payload)
+        assert _safe_dump(payload) == yaml.safe_dump(payload, sort_keys=True)

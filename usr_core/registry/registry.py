@@ -235,23 +235,25 @@ _CDumper = getattr(yaml, "CSafeDumper", None)
 _SHORT_ASCII = 50  # no scalar this short can reach the 80-column folding at the registry's indentation
 
 
-def _short_ascii(obj) -> bool:
+def _same_in_libyaml(obj) -> bool:
+    """Every scalar is printable ASCII, or ASCII of at most _SHORT_ASCII characters (control characters
+    are escaped in double quotes, which the two emitters fold differently past 80 columns)."""
     if obj is None:
         return True
     if isinstance(obj, str):
-        return len(obj) <= _SHORT_ASCII and obj.isascii()
+        return obj.isascii() and (len(obj) <= _SHORT_ASCII or obj.isprintable())
     if isinstance(obj, dict):
-        return all(_short_ascii(k) and _short_ascii(v) for k, v in obj.items())
+        return all(_same_in_libyaml(k) and _same_in_libyaml(v) for k, v in obj.items())
     if isinstance(obj, list):
-        return all(_short_ascii(v) for v in obj)
+        return all(_same_in_libyaml(v) for v in obj)
     return False
 
 
 def _safe_dump(payload: dict) -> str:
-    """PyYAML's safe_dump(payload, sort_keys=True) (R8). libyaml's emitter writes the same bytes for short ASCII
-    scalars (tests/core/test_registry.py compares them) at a tenth of the cost; anything else takes the pure
-    Python emitter, which folds and escapes long or non-ASCII text its own way."""
-    if _CDumper is not None and _short_ascii(payload):
+    """PyYAML's safe_dump(payload, sort_keys=True) (R8). libyaml's emitter writes the same bytes for printable
+    ASCII and short ASCII scalars (tests/core/test_registry.py compares them) at a tenth of the cost; anything
+    else takes the pure Python emitter, which folds and escapes non-ASCII and long escaped text its own way."""
+    if _CDumper is not None and _same_in_libyaml(payload):
         return yaml.dump(payload, Dumper=_CDumper, sort_keys=True)
     return yaml.safe_dump(payload, sort_keys=True)
 
