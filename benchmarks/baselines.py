@@ -42,14 +42,19 @@ def _sql_str(s: str) -> str:
 
 
 def duckdb_merged_sql(ds_dir: Path, ns: str, key: str = "id", columns: list[str] | None = None) -> str:
+    """`columns`: base columns and overlay columns (names as in the merged view) to return, instead of all;
+    only those overlay columns are merged."""
     ds_dir = Path(ds_dir)
     parts = ranked_parts(ds_dir, ns)
     data = _data_columns(parts, key)
+    if columns is not None:
+        data = [c for c in data if c in columns]
     files = "[" + ", ".join(_sql_str(str(p)) for p in parts) + "]"
     ranks = ", ".join(f"({_sql_str(str(p))}, {i})" for i, p in enumerate(parts))
     aggs = ", ".join(f'arg_max("{c}", r) FILTER (WHERE "{c}" IS NOT NULL) AS "{c}"' for c in data)
     base_key = "id" if key == "id" else "sequence"
-    out = columns or ["b.*"] + [f'v."{c}"' for c in data]
+    out = ["b.*"] + [f'v."{c}"' for c in data] if columns is None else \
+        [f'v."{c}"' if c in data else f'b."{c}"' for c in columns]
     sql = f"""
     WITH p AS (SELECT * FROM read_parquet({files}, filename=true, union_by_name=true)),
     rk AS (SELECT * FROM (VALUES {ranks}) AS rk(filename, r)),
@@ -64,12 +69,13 @@ def duckdb_merged_sql(ds_dir: Path, ns: str, key: str = "id", columns: list[str]
     return sql
 
 
-def duckdb_merged_read(ds_dir: Path, ns: str, key: str = "id", batch_rows: int = 65536) -> int:
-    """Stream the merged view as Arrow record batches; returns the row count."""
+def duckdb_merged_read(ds_dir: Path, ns: str, key: str = "id", batch_rows: int = 65536,
+                       columns: list[str] | None = None) -> int:
+    """Stream the merged view (or its `columns`) as Arrow record batches; returns the row count."""
     import duckdb
 
     con = duckdb.connect()
-    reader = con.sql(duckdb_merged_sql(ds_dir, ns, key)).to_arrow_reader(batch_rows)
+    reader = con.sql(duckdb_merged_sql(ds_dir, ns, key, columns)).to_arrow_reader(batch_rows)
     rows = 0
     for batch in reader:
         rows += batch.num_rows

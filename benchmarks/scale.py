@@ -118,8 +118,7 @@ def _duckdb(ds_dir: str, ns: str, columns, limit) -> int:
     if limit:
         con.execute(f"SET memory_limit = '{int(limit) >> 20}MB'")
         con.execute(f"SET temp_directory = '{Path(ds_dir).parent / 'duckdb_tmp'}'")
-    cols = None if columns is None else [f'b."{c}"' if c in ("id", "sequence") else f'v."{c}"' for c in columns]
-    rows = sum(b.num_rows for b in con.sql(duckdb_merged_sql(Path(ds_dir), ns, columns=cols)).to_arrow_reader(65536))
+    rows = sum(b.num_rows for b in con.sql(duckdb_merged_sql(Path(ds_dir), ns, columns=columns)).to_arrow_reader(65536))
     con.close()
     return rows, {}
 

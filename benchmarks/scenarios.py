@@ -69,13 +69,20 @@ def merged_read(b: Built, runs: int, ns: str) -> dict:
 
 
 def projection(b: Built, runs: int, scratch: Path) -> dict:
+    """Ours against our full read (the target), and the same two reads in DuckDB: how far a projection
+    can fall below a full read when both must still decode and match every part's keys."""
     cols = ["id", "bench__c0"]
+    duck = {"dir": str(b.dir), "ns": "bench", "key": "id"}
     m = measure({"ours_projection": _fixed("read_ours", _ours(b, ns="bench", columns=cols)),
-                 "ours_full": _fixed("read_ours", _ours(b, ns="bench"))}, runs)
+                 "ours_full": _fixed("read_ours", _ours(b, ns="bench")),
+                 "duckdb_projection": _fixed("read_duckdb", {**duck, "columns": cols}),
+                 "duckdb_full": _fixed("read_duckdb", duck)}, runs)
     ratio = _s(m, "ours_projection") / _s(m, "ours_full")
     return {"n": b.n, "columns": cols, "measurements": m, "ratio": ratio,
             "ratio_def": "projection / full merged read (both ours)", "target": "<= 0.3", "met": ratio <= 0.3,
-            "cols_returned": m["ours_projection"].get("cols")}
+            "cols_returned": m["ours_projection"].get("cols"),
+            "duckdb_ratio": _s(m, "duckdb_projection") / _s(m, "duckdb_full"),
+            "ratio_to_duckdb": _s(m, "ours_projection") / _s(m, "duckdb_projection")}
 
 
 def head(built: dict[int, Built], runs: int) -> list[dict]:

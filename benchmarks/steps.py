@@ -51,7 +51,7 @@ def read_ours(a):
 
 @step
 def read_duckdb(a):
-    return lambda: {"rows": bl.duckdb_merged_read(Path(a["dir"]), a["ns"], a["key"])}
+    return lambda: {"rows": bl.duckdb_merged_read(Path(a["dir"]), a["ns"], a["key"], columns=a.get("columns"))}
 
 
 @step

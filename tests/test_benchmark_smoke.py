@@ -28,6 +28,10 @@ def test_benchmark_quick_run_reports_every_scenario(tmp_path):
     for name in ("merged_read", "merged_read_list", "merged_read_seqkey"):
         entry = doc["scenarios"][name][0]
         assert entry["rows_agree"] and entry["same_cells_as_pyarrow"], f"{name}: ours differs from the baselines"
+    proj = doc["scenarios"]["projection"][0]
+    assert set(proj["measurements"]) == {"ours_projection", "ours_full", "duckdb_projection", "duckdb_full"}
+    assert len({m["rows"] for m in proj["measurements"].values()}) == 1  # DuckDB's reads return our rows
+    assert proj["duckdb_ratio"] > 0 and proj["ratio_to_duckdb"] > 0
     assert doc["machine"]["nproc"] >= 1
     assert "| scenario |" in proc.stdout
 
