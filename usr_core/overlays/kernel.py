@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import SchemaError
+from ..storage.pool import one_array
 from .checks import check_created_at, require_key, unify_types
 from .discovery import OverlaySource, Part
 from .encoding import META_KEYS_CLUSTERED, row_groups_in_range, row_groups_with_keys
@@ -28,7 +29,6 @@ from .seqparts import read_matched
 from .slots import array_chunks, sorted_slots
 from .varkeys import VarKeyIndex
 from .winners import Winners
-from ..storage.pool import one_array
 
 
 PrefixRange = tuple  # (lo, hi): key prefixes (overlays.keys.key_prefix) lo <= p < hi; hi None: no end
