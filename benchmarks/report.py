@@ -99,7 +99,8 @@ same merge via a threaded `group_by(key).aggregate(max row position of the non-N
 and an Acero join. Both skip every check usr_core makes (registry conformance, key normalisation,
 O3). The machine may be shared: compare ratios within one run, and read `seconds_all` in the JSON
 for the spread. Writes are compared with `pq.write_table(..., compression="zstd")` of the same table plus one
-read of the base ids; compaction with ours' own merged read of the same parts."""
+read of the base ids; compaction with ours' own merged read of the same parts; the projection with
+ours' full read and, for reference, DuckDB's projection and full read of the same files."""
 
 
 def markdown(doc: dict) -> str:
