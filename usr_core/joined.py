@@ -116,14 +116,21 @@ def prefetched(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
             yield batch
 
 
+def _twin(paths: DatasetPaths, md: pq.FileMetaData) -> pq.ParquetFile | None:
+    """A second handle on the base, for a second decoding thread; None when the base was replaced since
+    the footer `md` was read (the two handles would see different files)."""
+    other = base_file(paths)
+    return other if other.metadata.equals(md) else None
+
+
 def read_halves(paths: DatasetPaths, pf: pq.ParquetFile, columns: list[str]) -> pa.Table:
     """`pf.read(columns)`, its row groups in two halves decoded at once on two threads (one file handle
     each: one column decodes on one core, and a read join's base key column is one column).  One read
     when there is one row group or the second handle does not see the same file."""
     md = pf.metadata
     half = md.num_row_groups // 2
-    other = base_file(paths) if half else None
-    if other is None or not other.metadata.equals(md):  # the base was replaced between the two opens
+    other = _twin(paths, md) if half else None
+    if other is None:
         return pf.read(columns=columns)
     with ThreadPoolExecutor(1) as pool:
         second = pool.submit(other.read_row_groups, range(half, md.num_row_groups), columns=columns)
@@ -140,9 +147,9 @@ def ordered_batches(paths: DatasetPaths, pf: pq.ParquetFile, columns: list[str],
     each: a column's row group decodes on one core).  Falls back to one streamed pass when a row group
     is large or the second handle does not see the same file."""
     md = pf.metadata
-    other = base_file(paths) if md.num_row_groups > 1 and max(row_group_bytes(md, set(columns))) <= _ROW_GROUP_CAP \
+    other = _twin(paths, md) if md.num_row_groups > 1 and max(row_group_bytes(md, set(columns))) <= _ROW_GROUP_CAP \
         else None
-    if other is None or not other.metadata.equals(md):  # the base was replaced between the two opens
+    if other is None:
         yield from prefetched(pf.iter_batches(batch_size=batch_size, columns=columns))
         return
     handles = [pf, other]

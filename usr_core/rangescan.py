@@ -67,10 +67,6 @@ def range_cuts(pf: pq.ParquetFile, plan: ReadPlan, key: str, ranges: int) -> lis
     return sorted({int(x) for x in at if int(x) > 0})
 
 
-def _key_columns(plan: ReadPlan) -> list[str]:
-    return sorted({base_column(s.key) for s, _ in plan.overlays} | ({"id"} if plan.tombstones is not None else set()))
-
-
 def _spill_keys(pf: pq.ParquetFile, plan: ReadPlan, key: str, cuts: np.ndarray, folder: Path) -> list[Path]:
     """One pass over the base key columns: each row (keys and row number) goes to the file of its key
     range (Arrow IPC, uncompressed), in base order within a range."""
@@ -78,7 +74,7 @@ def _spill_keys(pf: pq.ParquetFile, plan: ReadPlan, key: str, cuts: np.ndarray, 
     writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
     start = 0
     try:
-        for batch in prefetched(pf.iter_batches(batch_size=1 << 16, columns=_key_columns(plan))):
+        for batch in prefetched(pf.iter_batches(batch_size=1 << 16, columns=plan.key_columns)):
             rid = np.searchsorted(cuts, key_prefix(base_keys(batch, key)), side="right")
             counts = np.bincount(rid, minlength=len(files))
             order = np.argsort(rid.astype(np.uint16) if len(files) <= 1 << 16 else rid, kind="stable")

@@ -107,8 +107,7 @@ def _scan_whole(paths: DatasetPaths, plan: ReadPlan, replan: Callable[[], ReadPl
         pf = base_file(paths)  # open handles survive a later replacement of the file
         if not (plan.overlays or plan.tombstones is not None):
             return None, pf.iter_batches(batch_size=batch_size, columns=plan.base_read), [], None
-        key_cols = sorted({"id" if s.key == "id" else "sequence" for s, _ in plan.overlays}
-                          | ({"id"} if plan.tombstones is not None else set()))
+        key_cols = plan.key_columns
         # the key columns are read whole for the join (while the join reads the parts), then the other
         # base columns are read ahead.  Sequences decode for long on one core: in two halves on two (ids
         # decode in a tenth of the time, and two halves only hold more at once)

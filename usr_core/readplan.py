@@ -37,14 +37,16 @@ class ReadPlan:
     o3_unique_by_join: bool = False  # base key uniqueness (O3) is checked by the join's key index
 
     @property
+    def key_columns(self) -> list[str]:
+        """The base columns the overlays and tombstones are joined on, sorted."""
+        keys = {"id" if src.key == "id" else "sequence" for src, _ in self.overlays}
+        return sorted(keys | ({"id"} if self.tombstones is not None else set()))
+
+    @property
     def base_read(self) -> list[str]:
         need = [c for c in self.base_names if c in self.out_columns]
-        extra = set()
-        for src, _ in self.overlays:
-            extra.add("id" if src.key == "id" else "sequence")
-        if self.tombstones is not None:
-            extra.add("id")
-        return need + [c for c in self.base_names if c in extra and c not in need]
+        keys = self.key_columns
+        return need + [c for c in self.base_names if c in keys and c not in need]
 
 
 def _needed_namespaces(columns, include_overlays) -> set[str] | None:

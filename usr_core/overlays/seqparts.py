@@ -50,9 +50,9 @@ class MatchedPart:
 def read_matched(part: Part, key: str, columns: list[str], index: VarKeyIndex) -> MatchedPart:
     """The part's `columns` (those it has) and each row's probe row in `index`, chunk by chunk."""
     wanted = [key] + [c for c in columns if part.schema.get_field_index(c) >= 0]
-    files = [pq.ParquetFile(part.path, pre_buffer=False) for _ in range(WORKERS)]
+    files = [pq.ParquetFile(part.path, pre_buffer=False)]
     mine = threading.local()  # a worker's own file (one ParquetFile is not read by two threads at once)
-    spare = list(files)
+    spare = files[:1]
 
     def chunk(groups: list[int]) -> tuple[pa.Table, np.ndarray, list[pa.Array], int]:
         if not hasattr(mine, "file"):
@@ -68,6 +68,9 @@ def read_matched(part: Part, key: str, columns: list[str], index: VarKeyIndex) -
     try:
         groups = row_group_chunks(files[0].metadata)
         schema = files[0].schema_arrow
+        for _ in range(min(WORKERS, len(groups)) - 1):  # one file per thread that will read
+            files.append(pq.ParquetFile(part.path, pre_buffer=False))
+            spare.append(files[-1])
         if len(groups) < 2:
             done = [chunk(g) for g in groups]
         else:
